@@ -1,0 +1,3 @@
+from memoptim.cli.main import main
+
+raise SystemExit(main())

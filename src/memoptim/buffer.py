@@ -1,0 +1,211 @@
+r"""The critical buffer shared by every memory-augmented optimizer.
+
+A critical buffer :math:`B` holds up to :math:`C` tensors ("critical" gradients
+or momenta), each with a scalar priority key.  Per step, in this order
+(paper Algorithm 1, spec "The critical buffer"):
+
+1. **aggregate** with the buffer as it was before this step (paper eq. 6)
+
+   .. math:: \operatorname{aggr}(x, B) = x + \frac{1}{C} \sum_{b \in B} b
+
+   -- divided by the *capacity* :math:`C`, not by the number of filled slots;
+   an empty buffer gives :math:`x` exactly;
+2. **offer** ``(key, value)``: if a slot is free the value is copied into the
+   first free slot; otherwise it replaces the slot holding the smallest key,
+   but only if ``key > min(keys)`` (ties do not replace).  A non-finite key is
+   never inserted;
+3. **decay** every stored key by :math:`\lambda` (``decay``), including a key
+   inserted in this very step.
+
+Layout (one buffer per parameter tensor, kept in ``optimizer.state[p]`` so that
+``state_dict`` round-trips with plain tensors only):
+
+``critical_keys``
+    shape ``(C,)``; empty slots hold ``-inf``, so ``argmin`` finds the first
+    free slot before any filled one and the insert/replace decision needs no
+    Python branch (and hence no host synchronisation on an accelerator).
+``critical_values``
+    shape ``(C, *p.shape)``, dtype ``buffer_dtype`` (default: the parameter's);
+    empty slots are zero.  Values are copies taken at insertion and never decayed.
+``critical_sum``
+    running sum of the values, in float32 or wider whatever the buffer dtype,
+    so that aggregation costs one pass independent of :math:`C`.  It is
+    recomputed exactly from the values every :data:`RESYNC_INTERVAL` steps to
+    bound floating-point drift.
+``critical_replacements``
+    0-d int64 count of replacements in a full buffer (a diagnostic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["RESYNC_INTERVAL", "CriticalBuffer", "aggregate", "offer"]
+
+#: Steps between exact recomputations of the running sum (see :meth:`CriticalBuffer.resync`).
+RESYNC_INTERVAL = 256
+
+_KEYS, _VALUES, _SUM, _REPL = (
+    "critical_keys",
+    "critical_values",
+    "critical_sum",
+    "critical_replacements",
+)
+STATE_KEYS: tuple[str, ...] = (_KEYS, _VALUES, _SUM, _REPL)
+
+
+def key_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of priority keys and running sums for tensors of ``dtype`` (float32 or wider)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+class CriticalBuffer:
+    """One parameter's critical buffer: a thin view over its optimizer state.
+
+    Construct with :meth:`from_state`; the attributes are the state tensors
+    themselves (no copies), so reading them is free and mutating them mutates
+    the optimizer.
+
+    Attributes:
+        keys: ``(C,)`` priority keys, ``-inf`` in empty slots.
+        values: ``(C, *shape)`` stored tensors, zero in empty slots.
+        total: running sum of ``values`` over the first dimension.
+        replacements_tensor: 0-d count of replacements in a full buffer.
+    """
+
+    __slots__ = ("keys", "replacements_tensor", "total", "values")
+
+    def __init__(self, keys: Tensor, values: Tensor, total: Tensor, replacements: Tensor):
+        self.keys = keys
+        self.values = values
+        self.total = total
+        self.replacements_tensor = replacements
+
+    # ------------------------------------------------------------------ state
+    @staticmethod
+    def init_state(
+        state: dict[str, Any],
+        like: Tensor,
+        capacity: int,
+        buffer_dtype: torch.dtype | None = None,
+    ) -> None:
+        """Create an empty buffer of ``capacity`` slots shaped like ``like`` in ``state``."""
+        vdtype = buffer_dtype or like.dtype
+        kdtype = key_dtype(like.dtype)
+        state[_KEYS] = torch.full((capacity,), -math.inf, dtype=kdtype, device=like.device)
+        state[_VALUES] = torch.zeros(
+            (capacity, *like.shape), dtype=vdtype, device=like.device
+        )
+        state[_SUM] = torch.zeros(like.shape, dtype=key_dtype(vdtype), device=like.device)
+        state[_REPL] = torch.zeros((), dtype=torch.int64, device=like.device)
+
+    @staticmethod
+    def clear_state(state: dict[str, Any]) -> None:
+        """Remove the buffer from ``state`` (frees its memory)."""
+        for name in STATE_KEYS:
+            state.pop(name, None)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CriticalBuffer | None:
+        """The buffer held in one parameter's optimizer state, or ``None`` if it has none."""
+        if _KEYS not in state:
+            return None
+        return cls(state[_KEYS], state[_VALUES], state[_SUM], state[_REPL])
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def capacity(self) -> int:
+        """Number of slots :math:`C`."""
+        return self.keys.shape[0]
+
+    @property
+    def filled(self) -> int:
+        """Number of filled slots (synchronises with the device)."""
+        return int(torch.isfinite(self.keys).sum())
+
+    @property
+    def replacements(self) -> int:
+        """Replacements made in a full buffer so far (synchronises with the device)."""
+        return int(self.replacements_tensor)
+
+    def filled_values(self) -> Tensor:
+        """The stored values of the filled slots, as a view-or-copy of shape ``(filled, *shape)``."""
+        return self.values[torch.isfinite(self.keys)]
+
+    def __repr__(self) -> str:
+        return (
+            f"CriticalBuffer(capacity={self.capacity}, filled={self.filled}, "
+            f"shape={tuple(self.total.shape)}, dtype={self.values.dtype})"
+        )
+
+    # ------------------------------------------------------------ operations
+    def aggregate(self, x: Tensor) -> Tensor:
+        r"""Return :math:`x + \frac{1}{C}\sum B` as a new tensor (paper eq. 6)."""
+        return torch.add(x, self.total, alpha=1.0 / self.capacity)
+
+    def offer(self, key: Tensor, value: Tensor, decay: float) -> None:
+        """Offer ``(key, value)`` then decay all keys; ``key`` is a 0-d tensor."""
+        offer([self], key.reshape(1), [value], decay)
+
+    def resync(self) -> None:
+        """Recompute the running sum exactly from the stored values."""
+        torch.sum(self.values, dim=0, dtype=self.total.dtype, out=self.total)
+
+
+def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: bool) -> list[Tensor]:
+    r""":math:`\operatorname{aggr}(x_i, B_i) = x_i + \frac{1}{C}\sum B_i` for every tensor (eq. 6).
+
+    Returns new tensors (the inputs are not modified).  All buffers must have
+    the same capacity when ``foreach`` is true.
+    """
+    if not foreach:
+        return [b.aggregate(x) for x, b in zip(xs, buffers)]
+    capacity = buffers[0].capacity
+    return list(torch._foreach_add(list(xs), [b.total for b in buffers], alpha=1.0 / capacity))
+
+
+def offer(
+    buffers: Sequence[CriticalBuffer],
+    keys: Tensor,
+    values: Sequence[Tensor],
+    decay: float,
+) -> None:
+    """Offer ``values[i]`` with priority ``keys[i]`` to ``buffers[i]``, then decay every key.
+
+    The decision is computed on the device for all buffers at once (one
+    ``argmin`` over a stacked ``(N, C)`` key matrix), without a data-dependent
+    Python branch, so the step never waits for the device.  The running sums
+    are updated by ``new - old`` of the touched slot only: the cost is
+    independent of the capacity.
+
+    Args:
+        buffers: one buffer per tensor, all of the same capacity.
+        keys: shape ``(N,)``, the priority key offered to each buffer.
+        values: the tensors offered; copied, never aliased.
+        decay: key decay factor :math:`\\lambda \\in (0, 1]`.
+    """
+    if not buffers:
+        return
+    stacked = torch.stack([b.keys for b in buffers])  # (N, C)
+    keys = keys.to(stacked.dtype)
+    slot = stacked.argmin(dim=1, keepdim=True)  # first free slot, else the minimum key
+    current = stacked.gather(1, slot).squeeze(1)
+    # A NaN key compares False; an infinite one is excluded explicitly.
+    accept = torch.isfinite(keys) & (keys > current)
+    replaced = accept & torch.isfinite(current)
+    stacked.scatter_(1, slot, torch.where(accept, keys, current).unsqueeze(1))
+    stacked.mul_(decay)
+    torch._foreach_copy_([b.keys for b in buffers], list(stacked.unbind(0)))
+
+    for i, (b, v) in enumerate(zip(buffers, values)):
+        idx = slot[i]  # shape (1,), stays on the device
+        old = b.values.index_select(0, idx)
+        new = torch.where(accept[i], v.unsqueeze(0).to(b.values.dtype), old)
+        b.values.index_copy_(0, idx, new)
+        b.total.add_((new.to(b.total.dtype) - old.to(b.total.dtype)).squeeze(0))
+        b.replacements_tensor.add_(replaced[i])

@@ -1,0 +1,1 @@
+"""Command-line interface: ``memoptim <command>`` / ``python -m memoptim <command>``."""

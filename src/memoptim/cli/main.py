@@ -1,0 +1,51 @@
+"""Entry point of the ``memoptim`` command.
+
+Each sub-command lives in its own module under :mod:`memoptim.cli` and exposes
+``register(subparsers) -> None``; the module adds its parser and sets
+``func=<callable(args) -> int>`` as the parser default.  Heavy imports
+(matplotlib, optuna, ...) happen inside ``func`` so that ``memoptim --help``
+stays fast and the optimizer core keeps its light dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "memoptim.cli.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memoptim",
+        description="Memory-augmented optimizers for PyTorch and the tools to study them.",
+    )
+    from memoptim import __version__
+
+    parser.add_argument("--version", action="version", version=f"memoptim {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

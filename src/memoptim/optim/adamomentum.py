@@ -1,0 +1,83 @@
+"""AdaMomentum (AdaM3): Adam whose second moment is built from the momentum."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from memoptim.optim import functional as F
+from memoptim.optim.adam import init_adam_group, use_foreach, validate_adam_group
+from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure
+
+
+class AdaMomentum(BaseOptimizer):
+    r"""AdaMomentum (Wang et al., "Rethinking Adam", arXiv 2106.11514; AdaM3, ICDM 2023).
+
+    The second moment estimates the square of the *momentum* rather than of the
+    gradient, with :math:`\epsilon` kept inside it (and stored) and none outside
+    the square root -- the authors' published rule:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2) m_t^2 + \epsilon \\
+        \theta_t &= \theta_{t-1}(1-\mathrm{lr}\,wd) - \frac{\mathrm{lr}}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t}}
+
+    Args:
+        params: parameters or param-group dicts.
+        lr: learning rate (default ``1e-3``).
+        betas: :math:`(\beta_1, \beta_2)` in ``[0, 1)`` (default ``(0.9, 0.999)``).
+        eps: :math:`\epsilon` added to :math:`v_t` every step (default ``1e-16``, the
+            authors'; their CIFAR runs used ``1e-8`` with L2 weight decay).
+        weight_decay: :math:`wd \ge 0` (default 0).
+        amsgrad: use :math:`\max(v_{\max}, v_t)` (after adding :math:`\epsilon`).
+        decoupled_weight_decay: ``True`` (default, as the authors' code): decoupled;
+            ``False``: L2, :math:`g \leftarrow g + wd\,\theta`.
+        maximize: maximise the objective.
+        foreach: use the multi-tensor kernels (``None``: yes).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-16,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        decoupled_weight_decay: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ):
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
+        )
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._validate_group(group)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        validate_adam_group(group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = run_closure(closure)
+        for group in self.param_groups:
+            params, grads, m, v, vmax, steps = init_adam_group(self, group)
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            F.adamomentum(
+                params, grads, m, v, vmax, steps,
+                lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
+                weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                maximize=group["maximize"], foreach=use_foreach(group),
+            )
+        return loss

@@ -1,0 +1,224 @@
+"""Shared machinery of the optimizer classes: validation, lazy state, checkpoints.
+
+The optimizer classes are thin: they validate hyperparameters, collect the
+tensors of a parameter group, and hand them to the functional update rules in
+:mod:`memoptim.optim.functional`.  This module holds what all of them share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from memoptim.buffer import RESYNC_INTERVAL, STATE_KEYS, CriticalBuffer, key_dtype
+from memoptim.optim import _validation as V
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+#: Key under which :meth:`BaseOptimizer.state_dict` records which optimizer wrote it.
+STATE_DICT_TAG = "memoptim"
+
+
+class BaseOptimizer(Optimizer):
+    """Base class of memoptim's optimizers (not meant to be used directly).
+
+    Adds to :class:`torch.optim.Optimizer`: per-group validation also in
+    :meth:`add_param_group`, a tag in :meth:`state_dict` naming the optimizer
+    (loading a state dict written by another optimizer raises ``ValueError``),
+    and a clear error for sparse gradients.
+    """
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the argument if a hyperparameter is invalid."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+
+    def _check_grad(self, p: Tensor) -> None:
+        if p.grad.is_sparse:
+            raise RuntimeError(
+                f"{type(self).__name__} does not support sparse gradients; "
+                "use a dense embedding (sparse=False)"
+            )
+
+    # ------------------------------------------------------------ checkpoints
+    def _tag(self) -> dict[str, Any]:
+        return {"optimizer": type(self).__name__, "version": 1}
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd[STATE_DICT_TAG] = self._tag()
+        return sd
+
+    def _check_loadable(self, state_dict: dict[str, Any]) -> None:
+        tag = state_dict.get(STATE_DICT_TAG)
+        if tag is not None and tag.get("optimizer") != self._tag()["optimizer"]:
+            raise ValueError(
+                f"this state dict was written by {tag.get('optimizer')}, "
+                f"it cannot be loaded into {type(self).__name__}"
+            )
+        saved_groups = state_dict.get("param_groups", [])
+        for i, saved in enumerate(saved_groups):
+            missing = sorted(k for k in self.defaults if k not in saved and k != "memory")
+            if missing:
+                raise ValueError(
+                    f"param group {i} of the state dict lacks {', '.join(missing)}: it was not "
+                    f"written by {type(self).__name__}"
+                )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._check_loadable(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k != STATE_DICT_TAG}
+        super().load_state_dict(state_dict)
+
+
+class MemoryOptimizer(BaseOptimizer):
+    """Base class of the optimizers with a critical buffer.
+
+    Every parameter group carries ``buffer_size`` (capacity :math:`C`), ``decay``
+    (:math:`\\lambda`), ``priority`` (``"group"`` or ``"tensor"``), ``buffer_dtype``
+    and ``memory`` (``True`` while the buffer is in use; see
+    :meth:`disable_memory`).
+    """
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]):
+        defaults = {**defaults, "memory": True}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._validate_group(group)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        V.check_memory_group(group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("memory", True)
+            group.setdefault("buffer_dtype", None)
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+
+    # ------------------------------------------------------------ memory switch
+    def disable_memory(self) -> None:
+        """Switch the critical buffer off for good, in every group, and free it.
+
+        From the next step on the optimizer computes its base rule as if its
+        buffer were empty forever (:math:`\\operatorname{aggr}(x, B) = x`); all
+        other state (moments, step counts) is kept.  To do this for one group
+        only, set ``group["memory"] = False``: the buffer is freed at that
+        group's next step.
+        """
+        for group in self.param_groups:
+            group["memory"] = False
+            self._free_buffers(group)
+
+    def _free_buffers(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if p in self.state:
+                CriticalBuffer.clear_state(self.state[p])
+
+    # ------------------------------------------------------------ step helpers
+    def _buffers(
+        self, group: dict[str, Any], params: list[Tensor], anchors: list[Tensor]
+    ) -> list[CriticalBuffer] | None:
+        """The buffers of ``params`` (created lazily, shaped like ``anchors``), or None if off."""
+        if not group["memory"]:
+            self._free_buffers(group)
+            return None
+        capacity = group["buffer_size"]
+        out = []
+        for p, like in zip(params, anchors):
+            state = self.state[p]
+            if STATE_KEYS[0] not in state:
+                CriticalBuffer.init_state(state, like, capacity, group["buffer_dtype"])
+            buf = CriticalBuffer.from_state(state)
+            if buf.capacity != capacity:
+                raise ValueError(
+                    f"buffer_size of a param group changed from {buf.capacity} to {capacity}; "
+                    "the capacity of an existing buffer cannot change"
+                )
+            out.append(buf)
+        return out
+
+    @staticmethod
+    def _keys(group: dict[str, Any], grads: list[Tensor], foreach: bool) -> Tensor:
+        """Priority keys, one per tensor: ``||g||_2`` or, in group mode, their sum over the group.
+
+        Computed from the raw gradients (before weight decay or ``maximize``).
+        """
+        if foreach:
+            norms = torch._foreach_norm(grads)
+        else:
+            norms = [torch.linalg.vector_norm(g) for g in grads]
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        device = grads[0].device
+        norms_t = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
+        if group["priority"] == "group":
+            return norms_t.sum().expand(len(grads))
+        return norms_t
+
+    @staticmethod
+    def _maybe_resync(buffers: list[CriticalBuffer] | None, steps: list[Tensor]) -> None:
+        """Recompute running sums exactly every :data:`RESYNC_INTERVAL` steps (bounded drift)."""
+        if buffers is None:
+            return
+        for b, s in zip(buffers, steps):
+            if int(s) % RESYNC_INTERVAL == 0:
+                b.resync()
+
+    @staticmethod
+    def _step_tensor(state: dict[str, Any]) -> Tensor:
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+        return state["step"]
+
+    # ------------------------------------------------------------ checkpoints
+    def _check_loadable(self, state_dict: dict[str, Any]) -> None:
+        super()._check_loadable(state_dict)
+        for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
+            if saved["buffer_size"] != group["buffer_size"]:
+                raise ValueError(
+                    f"param group {i}: the state dict has buffer_size={saved['buffer_size']}, "
+                    f"this optimizer buffer_size={group['buffer_size']}; refusing to mix them"
+                )
+            for pid in saved["params"]:
+                values = state_dict["state"].get(pid, {}).get("critical_values")
+                if values is not None and values.shape[0] != saved["buffer_size"]:
+                    raise ValueError(
+                        f"param group {i}: a stored buffer has {values.shape[0]} slots, "
+                        f"buffer_size says {saved['buffer_size']}"
+                    )
+
+    @staticmethod
+    def _process_value_according_to_param_policy(
+        param: Tensor,
+        value: Tensor,
+        param_id: int,
+        param_groups: list[dict[Any, Any]],
+        key: Any = None,
+    ) -> Tensor:
+        # torch casts floating state to the parameter's dtype on load; the buffer
+        # keeps its own dtypes (float32 keys and sums, buffer_dtype values).
+        if key == "step":
+            return value
+        if key in STATE_KEYS:
+            return value.to(device=param.device)
+        return Optimizer._process_value_according_to_param_policy(
+            param, value, param_id, param_groups, key
+        )
+
+
+def run_closure(closure: Callable[[], Any] | None) -> Any:
+    """Evaluate ``closure`` with gradients enabled (``torch.optim`` convention)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+__all__ = ["BaseOptimizer", "MemoryOptimizer", "ParamsT", "key_dtype", "run_closure"]

@@ -1,0 +1,147 @@
+"""SGD with a critical buffer: :class:`SGDCM` (critical momenta) and :class:`SGDCG` (critical gradients)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from memoptim.optim import _validation as V
+from memoptim.optim import functional as F
+from memoptim.optim.adam import use_foreach
+from memoptim.optim.base import MemoryOptimizer, ParamsT, run_closure
+
+_COMMON_DOC = r"""
+    Args:
+        params: parameters or param-group dicts (any keyword below may be set per group).
+        lr: learning rate (default ``1e-3``, as ``torch.optim.SGD``).
+        momentum: :math:`\mu \ge 0`.
+        dampening: :math:`\tau` (as ``torch.optim.SGD``; default 0).
+        weight_decay: L2 penalty added to the gradient first, :math:`g \leftarrow g + wd\,\theta`
+            (as ``torch.optim.SGD``); the buffer key still uses the raw gradient.
+        buffer_size: capacity :math:`C` of the critical buffer (default 5).
+        decay: key decay :math:`\lambda \in (0, 1]` (default ``0.7``).
+        priority: ``"group"`` (default) or ``"tensor"``; see :class:`memoptim.AdamCM`.
+        maximize: maximise the objective instead of minimising it.
+        foreach: use the multi-tensor kernels (``None``: yes).
+        buffer_dtype: dtype of the stored buffer values (default: the parameter's).
+
+    State per parameter: ``step``, ``momentum_buffer`` (if :math:`\mu > 0`) and the
+    buffer (``critical_*``).  :meth:`disable_memory` switches the buffer off.
+"""
+
+
+class _SGDMemory(MemoryOptimizer):
+    _rule: Callable[..., None]
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        *,
+        buffer_size: int = 5,
+        decay: float = 0.7,
+        priority: str = "group",
+        maximize: bool = False,
+        foreach: bool | None = None,
+        buffer_dtype: torch.dtype | None = None,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            buffer_size=buffer_size, decay=decay, priority=priority, maximize=maximize,
+            foreach=foreach, buffer_dtype=buffer_dtype,
+        )
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        V.check_non_negative("lr", group["lr"])
+        V.check_non_negative("momentum", group["momentum"])
+        V.check_non_negative("weight_decay", group["weight_decay"])
+        if not isinstance(group["dampening"], (int, float)) or isinstance(group["dampening"], bool):
+            raise ValueError(f"Invalid dampening: {group['dampening']!r} (must be a number)")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = run_closure(closure)
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            bufs: list[Tensor | None] = []
+            steps: list[Tensor] = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                self._check_grad(p)
+                state = self.state[p]
+                params.append(p)
+                grads.append(p.grad)
+                bufs.append(state.get("momentum_buffer"))
+                steps.append(self._step_tensor(state))
+            if not params:
+                continue
+            foreach = use_foreach(group)
+            buffers = self._buffers(group, params, params)
+            keys = self._keys(group, grads, foreach) if buffers is not None else None
+            type(self)._rule(
+                params, grads, bufs, steps, buffers, keys,
+                lr=float(group["lr"]), momentum=group["momentum"], dampening=group["dampening"],
+                weight_decay=group["weight_decay"], maximize=group["maximize"],
+                decay=group["decay"], foreach=foreach,
+            )
+            if group["momentum"]:
+                for p, b in zip(params, bufs):
+                    self.state[p]["momentum_buffer"] = b
+            self._maybe_resync(buffers, steps)
+        return loss
+
+
+class SGDCM(_SGDMemory):
+    __doc__ = (
+        r"""SGD with critical momenta (SGD+CM; paper eqs. 4 and 8).
+
+    .. math::
+        m_t &= \mu m_{t-1} + (1-\tau)(g_t + wd\,\theta_{t-1}) \quad (m_1 = g_1) \\
+        \theta_t &= \theta_{t-1} - \mathrm{lr}\,\bigl(m_t + \tfrac{1}{C}\textstyle\sum_{b\in B} b\bigr)
+
+    after which :math:`(\|g_t\|_2, m_t)` is offered to :math:`B` and the keys
+    decay.  Default ``momentum=0.9`` (the setting of the paper's convergence
+    analysis, section 3.2).
+"""
+        + _COMMON_DOC
+    )
+    _rule = staticmethod(F.sgd_cm)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(params, lr, momentum, dampening, weight_decay, **kwargs)
+
+
+class SGDCG(_SGDMemory):
+    __doc__ = (
+        r"""SGD with critical gradients (SGD+CG; paper eq. 10; McRae et al. 2022).
+
+    .. math::
+        \hat g_t &= (g_t + wd\,\theta_{t-1}) + \tfrac{1}{C}\textstyle\sum_{b\in B} b \\
+        b_t &= \mu b_{t-1} + (1-\tau)\hat g_t \quad (b_1 = \hat g_1), \qquad
+        \theta_t = \theta_{t-1} - \mathrm{lr}\, b_t
+
+    (:math:`b_t = \hat g_t` when :math:`\mu = 0`, the default), after which
+    :math:`(\|g_t\|_2, g_t)` is offered to :math:`B` and the keys decay.
+"""
+        + _COMMON_DOC
+    )
+    _rule = staticmethod(F.sgd_cg)
