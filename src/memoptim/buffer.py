@@ -146,7 +146,9 @@ class CriticalBuffer:
     # ------------------------------------------------------------ operations
     def aggregate(self, x: Tensor) -> Tensor:
         r"""Return :math:`x + \frac{1}{C}\sum B` as a new tensor (paper eq. 6)."""
-        return torch.add(x, self.total, alpha=1.0 / self.capacity)
+        # The sum may be wider than x (bf16 values, float32 sum): add in the wider
+        # dtype, return x's dtype.
+        return torch.add(x, self.total, alpha=1.0 / self.capacity).to(x.dtype)
 
     def offer(self, key: Tensor, value: Tensor, decay: float) -> None:
         """Offer ``(key, value)`` then decay all keys; ``key`` is a 0-d tensor."""
@@ -166,7 +168,8 @@ def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: 
     if not foreach:
         return [b.aggregate(x) for x, b in zip(xs, buffers)]
     capacity = buffers[0].capacity
-    return list(torch._foreach_add(list(xs), [b.total for b in buffers], alpha=1.0 / capacity))
+    out = torch._foreach_add(list(xs), [b.total for b in buffers], alpha=1.0 / capacity)
+    return [o if o.dtype == x.dtype else o.to(x.dtype) for o, x in zip(out, xs)]
 
 
 def offer(

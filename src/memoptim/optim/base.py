@@ -194,23 +194,23 @@ class MemoryOptimizer(BaseOptimizer):
                         f"buffer_size says {saved['buffer_size']}"
                     )
 
-    @staticmethod
-    def _process_value_according_to_param_policy(
-        param: Tensor,
-        value: Tensor,
-        param_id: int,
-        param_groups: list[dict[Any, Any]],
-        key: Any = None,
-    ) -> Tensor:
-        # torch casts floating state to the parameter's dtype on load; the buffer
-        # keeps its own dtypes (float32 keys and sums, buffer_dtype values).
-        if key == "step":
-            return value
-        if key in STATE_KEYS:
-            return value.to(device=param.device)
-        return Optimizer._process_value_according_to_param_policy(
-            param, value, param_id, param_groups, key
-        )
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch casts floating state to the parameter's dtype on load; the buffer keeps
+        # its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64
+        # counts), so it is set aside and restored after the generic load.
+        self._check_loadable(state_dict)
+        state = state_dict["state"]
+        kept = {pid: {k: st[k] for k in STATE_KEYS if k in st} for pid, st in state.items()}
+        stripped = dict(state_dict)
+        stripped["state"] = {
+            pid: {k: v for k, v in st.items() if k not in STATE_KEYS} for pid, st in state.items()
+        }
+        super().load_state_dict(stripped)
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        for pid, p in zip(saved_ids, params):
+            for k, v in kept.get(pid, {}).items():
+                self.state[p][k] = v.to(device=p.device, copy=True)
 
 
 def run_closure(closure: Callable[[], Any] | None) -> Any:

@@ -74,11 +74,11 @@ class SAM(BaseOptimizer):
             )
         if isinstance(base, SAM):
             raise TypeError("SAM: the base optimizer cannot itself be SAM")
-        self.base_optimizer = base
         defaults = {**base.defaults, "rho": rho, "adaptive": adaptive}
         # Optimizer.__init__ adds the base's group dicts themselves (filling in rho and
         # adaptive); aliasing the list and the state makes both views one object.
         super().__init__(base.param_groups, defaults)
+        self.base_optimizer = base
         self.param_groups = base.param_groups
         self.state = base.state
         self._saved: dict[Tensor, Tensor] = {}
