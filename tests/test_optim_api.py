@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import memoptim
-from memoptim import SAM, SGDCG, SGDCM, AdaMomentum, AdamCG, AdamCM, create_optimizer
+from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum, create_optimizer
 
 MEMORY = [AdamCM, AdamCG, SGDCM, SGDCG]
 ALL = [*MEMORY, AdaMomentum]
@@ -135,7 +135,7 @@ def test_per_group_buffer_hyperparameters(cls):
 
 @pytest.mark.parametrize("cls", ALL)
 def test_add_param_group_fills_defaults_and_validates(cls):
-    params, loss = _problem()
+    params, _ = _problem()
     extra = torch.randn(4, requires_grad=True)
     opt = cls(params[:1], lr=LR[cls])
     opt.add_param_group({"params": [params[1]]})
@@ -331,7 +331,7 @@ def test_create_optimizer_knows_every_spec_name_and_lists_them_on_error():
     assert isinstance(create_optimizer("Adam+CM", [torch.randn(2, requires_grad=True)]), AdamCM)
     sam_cm = create_optimizer("adam+sam+cm", [torch.randn(2, requires_grad=True)], rho=0.1)
     assert isinstance(sam_cm, SAM) and isinstance(sam_cm.base_optimizer, AdamCM)
-    with pytest.raises(ValueError, match="adam\\+cm.*adamomentum|adamomentum"):
+    with pytest.raises(ValueError, match=r"valid names: adam, adamw.*adamomentum"):
         create_optimizer("adam+xyz", [torch.randn(2, requires_grad=True)])
 
 
