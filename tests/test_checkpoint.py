@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from memoptim import SAM, SGDCG, SGDCM, AdaMomentum, AdamCG, AdamCM
+from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
 
 MAKERS = {
     "AdamCM": lambda ps: AdamCM(ps, lr=1e-2, weight_decay=0.01),
