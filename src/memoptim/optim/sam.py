@@ -105,13 +105,17 @@ class SAM(BaseOptimizer):
         scaled = [p.grad * p.abs() if g["adaptive"] else p.grad for g, p in pairs]
         dtype = torch.float64 if any(p.dtype == torch.float64 for _, p in pairs) else torch.float32
         device = pairs[0][1].device
+        # ||s g|| computed as m * ||s g / m|| with m = max |s g|, so that tiny or huge
+        # gradients neither underflow nor overflow: e keeps length rho at any scale.
+        amax = torch.stack([s.abs().max().to(device, dtype) for s in scaled]).max()
+        inv_m = 1.0 / amax.clamp_min(torch.finfo(dtype).tiny)  # all-zero gradient -> e = 0
+        unit = [s * inv_m.to(s.device, s.dtype) for s in scaled]
         norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(s, dtype=dtype).to(device) for s in scaled])
+            torch.stack([torch.linalg.vector_norm(u, dtype=dtype).to(device) for u in unit])
         )
-        # Guard 0/0 only: for any non-zero norm this is exactly rho / norm.
         inv = 1.0 / norm.clamp_min(torch.finfo(dtype).tiny)
-        for (group, p), s in zip(pairs, scaled):
-            e = (s * p.abs() if group["adaptive"] else s) * (inv.to(p.device) * group["rho"])
+        for (group, p), u in zip(pairs, unit):
+            e = (u * p.abs() if group["adaptive"] else u) * (inv.to(p.device) * group["rho"])
             if group.get("maximize", False):
                 e = -e  # the "worst" neighbour of a maximised objective lies downhill
             self._saved[p] = p.detach().clone()
