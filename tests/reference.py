@@ -57,7 +57,7 @@ DTYPE = torch.float64
 Grads = Sequence[Sequence[Tensor | None]]
 
 # Keywords the optimizers accept that do not change the mathematics.
-_IGNORED = ("foreach", "buffer_dtype")
+_IGNORED = ("foreach", "buffer_dtype", "fused")
 
 
 def norm2(x: Tensor) -> float:

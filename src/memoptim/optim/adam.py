@@ -10,7 +10,14 @@ from torch import Tensor
 
 from memoptim.optim import _validation as V
 from memoptim.optim import functional as F
-from memoptim.optim.base import BaseOptimizer, MemoryOptimizer, ParamsT, run_closure
+from memoptim.optim.base import (
+    BaseOptimizer,
+    MemoryOptimizer,
+    ParamsT,
+    check_fused_foreach,
+    run_closure,
+    select_kernel,
+)
 
 _COMMON_DOC = r"""
     Args:
@@ -30,6 +37,9 @@ _COMMON_DOC = r"""
             (the buffer key still uses the raw gradient).
         maximize: maximise the objective instead of minimising it.
         foreach: use the multi-tensor kernels (``None``: yes); ``False`` loops over tensors.
+        fused: run the update rule compiled by ``torch.compile`` (fewer memory passes,
+            the fastest path for large models; the first step per parameter layout
+            compiles, which takes seconds).
         buffer_dtype: dtype of the stored buffer values (default: the parameter's);
             e.g. ``torch.bfloat16`` halves the buffer's memory.  The running sum is
             always kept in float32 or wider.
@@ -59,12 +69,13 @@ class _AdamMemory(MemoryOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         buffer_dtype: torch.dtype | None = None,
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             buffer_size=buffer_size, decay=decay, priority=priority,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
-            buffer_dtype=buffer_dtype,
+            buffer_dtype=buffer_dtype, fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -80,13 +91,13 @@ class _AdamMemory(MemoryOptimizer):
             params, grads, m, v, vmax, steps = init_adam_group(self, group)
             if not params:
                 continue
-            foreach = use_foreach(group)
+            kernel, foreach, lr = select_kernel(type(self)._rule, group)
             buffers = self._buffers(group, params, params)
-            keys = self._keys(group, grads, foreach) if buffers is not None else None
+            keys = self._keys(group, grads, True) if buffers is not None else None
             beta1, beta2 = group["betas"]
-            type(self)._rule(
+            kernel(
                 params, grads, m, v, vmax, steps, buffers, keys,
-                lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
+                lr=lr, beta1=float(beta1), beta2=float(beta2),
                 eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 maximize=group["maximize"], decay=group["decay"], foreach=foreach,
@@ -139,14 +150,11 @@ class AdamCG(_AdamMemory):
 
 # ---------------------------------------------------------------- shared with AdaMomentum
 def validate_adam_group(group: dict[str, Any]) -> None:
+    check_fused_foreach(group)
     V.check_non_negative("lr", group["lr"])
     V.check_non_negative("eps", group["eps"])
     V.check_non_negative("weight_decay", group["weight_decay"])
     V.check_betas(group["betas"])
-
-
-def use_foreach(group: dict[str, Any]) -> bool:
-    return True if group["foreach"] is None else bool(group["foreach"])
 
 
 def init_adam_group(

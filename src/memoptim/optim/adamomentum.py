@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from memoptim.optim import functional as F
-from memoptim.optim.adam import init_adam_group, use_foreach, validate_adam_group
-from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure
+from memoptim.optim.adam import init_adam_group, validate_adam_group
+from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure, select_kernel
 
 
 class AdaMomentum(BaseOptimizer):
@@ -38,6 +38,7 @@ class AdaMomentum(BaseOptimizer):
             ``False``: L2, :math:`g \leftarrow g + wd\,\theta`.
         maximize: maximise the objective.
         foreach: use the multi-tensor kernels (``None``: yes).
+        fused: run the update rule compiled by ``torch.compile`` (see :class:`memoptim.AdamCM`).
     """
 
     def __init__(
@@ -52,10 +53,12 @@ class AdaMomentum(BaseOptimizer):
         decoupled_weight_decay: bool = True,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -73,11 +76,12 @@ class AdaMomentum(BaseOptimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            F.adamomentum(
+            kernel, foreach, lr = select_kernel(F.adamomentum, group)
+            kernel(
                 params, grads, m, v, vmax, steps,
-                lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
+                lr=lr, beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
                 weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"], foreach=use_foreach(group),
+                maximize=group["maximize"], foreach=foreach,
             )
         return loss

@@ -19,6 +19,9 @@ from memoptim.optim import _validation as V
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
+#: Group keys that older state dicts may lack (filled from the defaults on load).
+_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype"})
+
 #: Key under which :meth:`BaseOptimizer.state_dict` records which optimizer wrote it.
 STATE_DICT_TAG = "memoptim"
 
@@ -64,7 +67,7 @@ class BaseOptimizer(Optimizer):
             )
         saved_groups = state_dict.get("param_groups", [])
         for i, saved in enumerate(saved_groups):
-            missing = sorted(k for k in self.defaults if k not in saved and k != "memory")
+            missing = sorted(k for k in self.defaults if k not in saved and k not in _OPTIONAL_KEYS)
             if missing:
                 raise ValueError(
                     f"param group {i} of the state dict lacks {', '.join(missing)}: it was not "
@@ -101,6 +104,7 @@ class MemoryOptimizer(BaseOptimizer):
             group.setdefault("memory", True)
             group.setdefault("buffer_dtype", None)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("maximize", False)
 
     # ------------------------------------------------------------ memory switch
@@ -145,12 +149,19 @@ class MemoryOptimizer(BaseOptimizer):
             out.append(buf)
         return out
 
-    @staticmethod
-    def _keys(group: dict[str, Any], grads: list[Tensor], foreach: bool) -> Tensor:
+    def _keys(self, group: dict[str, Any], grads: list[Tensor], foreach: bool) -> Tensor:
         """Priority keys, one per tensor: ``||g||_2`` or, in group mode, their sum over the group.
 
-        Computed from the raw gradients (before weight decay or ``maximize``).
+        Computed from the raw gradients (before weight decay or ``maximize``).  When a
+        process group is initialised the keys come from
+        :func:`memoptim.distributed.priority_keys`: norms of the *full* gradients of
+        sharded (FSDP2/DTensor) parameters, group sums over the whole group under
+        ``ZeroRedundancyOptimizer``; identical on every rank.
         """
+        if _distributed():
+            from memoptim.distributed import priority_keys
+
+            return priority_keys(self, group, grads, foreach)
         if foreach:
             norms = torch._foreach_norm(grads)
         else:
@@ -213,6 +224,32 @@ class MemoryOptimizer(BaseOptimizer):
                 self.state[p][k] = v.to(device=p.device, copy=True)
 
 
+def _distributed() -> bool:
+    """Whether a ``torch.distributed`` process group is initialised (cheap check)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def select_kernel(
+    rule: Callable[..., None], group: dict[str, Any]
+) -> tuple[Callable[..., None], bool, float | Tensor]:
+    """The execution path of ``rule`` for ``group``: ``(kernel, foreach, lr)``.
+
+    ``fused=True`` selects the ``torch.compile``-d per-tensor rule, with the
+    learning rate passed as a tensor so schedulers do not trigger recompilation.
+    """
+    if group.get("fused"):
+        from memoptim.optim.functional import compiled
+
+        return compiled(rule), False, torch.tensor(float(group["lr"]), dtype=torch.float64)
+    foreach = True if group["foreach"] is None else bool(group["foreach"])
+    return rule, foreach, float(group["lr"])
+
+
+def check_fused_foreach(group: dict[str, Any]) -> None:
+    if group.get("fused") and group.get("foreach"):
+        raise ValueError("Invalid fused/foreach: fused=True and foreach=True cannot both be set")
+
+
 def run_closure(closure: Callable[[], Any] | None) -> Any:
     """Evaluate ``closure`` with gradients enabled (``torch.optim`` convention)."""
     if closure is None:
@@ -221,4 +258,5 @@ def run_closure(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
-__all__ = ["BaseOptimizer", "MemoryOptimizer", "ParamsT", "key_dtype", "run_closure"]
+__all__ = ["BaseOptimizer", "MemoryOptimizer", "ParamsT", "check_fused_foreach", "key_dtype", "run_closure",
+           "select_kernel"]

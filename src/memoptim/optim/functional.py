@@ -8,30 +8,88 @@ when the memory is off (then :math:`\operatorname{aggr}(x, B) = x`).
 Notation as in the spec: :math:`g_t` gradient, :math:`t` the tensor's 1-based
 step count, :math:`B` its critical buffer, :math:`\operatorname{aggr}` paper eq. 6.
 
-* ``_single_tensor_*``: a plain loop over tensors (the reference-like slow path,
-  ``foreach=False``);
-* ``_multi_tensor_*``: ``torch._foreach_*`` kernels over the whole list
-  (``foreach=True``), one launch per operation instead of one per tensor.
+Each rule has three execution paths over the same maths:
+
+* ``foreach=False``: a plain loop over tensors (the slow, reference-like path);
+* ``foreach=True``: ``torch._foreach_*`` kernels over the whole list, one launch
+  per operation instead of one per tensor;
+* :func:`compiled` (``fused=True`` in the classes): the per-tensor loop traced by
+  ``torch.compile(fullgraph=True)``, which fuses each tensor's update into a few
+  memory passes.  Inside the traced rule the step counts and the learning rate
+  stay tensors and the buffer decision is tensor arithmetic, so the rule has no
+  data-dependent Python branch (``fullgraph=True`` would refuse one) and never
+  waits for the device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from memoptim.buffer import CriticalBuffer, aggregate, offer
 
-__all__ = ["adam_cg", "adam_cm", "adamomentum", "sgd_cg", "sgd_cm"]
+__all__ = ["adam_cg", "adam_cm", "adamomentum", "compiled", "sgd_cg", "sgd_cm"]
 
 Buffers = Sequence[CriticalBuffer] | None
 
 
+_COMPILED: dict[Callable[..., None], Callable[..., None]] = {}
+
+
+def compiled(rule: Callable[..., None]) -> Callable[..., None]:
+    """``torch.compile(rule, fullgraph=True)``, built once per rule.
+
+    Call it with ``foreach=False`` and ``lr`` as a 0-d tensor (so that a changing
+    learning rate does not trigger recompilation), under ``torch.no_grad()``.
+    The first call per parameter layout compiles (seconds to a minute).
+    """
+    if rule not in _COMPILED:
+        traced = torch.compile(rule, fullgraph=True, dynamic=False)
+
+        def run(*args: object, **kwargs: object) -> None:
+            lifted = [_lift_0d(a) for a in args]
+            traced(*lifted, **kwargs)
+            # Lists the rule fills in (fresh momentum buffers) were copies: write back.
+            for orig, new in zip(args, lifted):
+                if isinstance(orig, list) and new is not orig:
+                    for i, (o, n) in enumerate(zip(orig, new)):
+                        if o is None and n is not None:
+                            orig[i] = n.view(args[0][i].shape)  # args[0] are the params
+
+        _COMPILED[rule] = run
+    return _COMPILED[rule]
+
+
+def _lift_0d(x: object) -> object:
+    """View 0-d tensors as 1-element tensors (same storage).
+
+    In-place updates of 0-d graph inputs are lost by the compiled graph in
+    torch 2.13 (0-d inputs are treated as scalars); a 1-element view is updated
+    in place like any other tensor and writes through to the 0-d original.
+    """
+    if isinstance(x, Tensor):
+        return x.view(1) if x.dim() == 0 else x
+    if isinstance(x, CriticalBuffer):
+        if x.total.dim() > 0:
+            return x
+        return CriticalBuffer(x.keys, x.values.view(-1, 1), x.total.view(1),
+                              x.replacements_tensor.view(1))
+    if isinstance(x, list):
+        return [_lift_0d(e) for e in x]
+    return x
+
+
 # --------------------------------------------------------------------------- helpers
-def _step_values(steps: Sequence[Tensor]) -> list[float]:
-    """Increment the step counters and return them as Python floats (they live on the CPU)."""
+def _step_values(steps: Sequence[Tensor]) -> list[float] | list[Tensor]:
+    """Increment the step counters; return them as Python floats (eager: they live on the CPU)
+    or, while ``torch.compile`` traces the rule, as the tensors themselves (no host read)."""
+    if torch.compiler.is_compiling():
+        for s in steps:
+            s.add_(1.0)
+        return list(steps)
     torch._foreach_add_(list(steps), 1.0)
     return [s.item() for s in steps]
 
@@ -111,6 +169,18 @@ def _adam_apply(
     ``eps_outside=False`` no :math:`\epsilon` is added to the denominator
     (AdaMomentum keeps it inside :math:`v_t`).
     """
+    if torch.compiler.is_compiling():  # step counts and lr are tensors: stay branch-free
+        for i, p in enumerate(params):
+            t = step_values[i].to(torch.float64)  # bias corrections in double, as eager
+            v = second[i]
+            if amsgrad:
+                torch.maximum(max_second[i], v, out=max_second[i])
+                v = max_second[i]
+            denom = v.sqrt() / torch.sqrt(1.0 - beta2**t)
+            if eps_outside:
+                denom = denom + eps
+            p.sub_(numerators[i] / denom * (lr / (1.0 - beta1**t)))
+        return
     bc1 = [1.0 - beta1**t for t in step_values]
     sqrt_bc2 = [math.sqrt(1.0 - beta2**t) for t in step_values]
     if foreach:
@@ -314,6 +384,10 @@ def _heavy_ball_(
 
 
 def _sgd_apply(params: list[Tensor], directions: list[Tensor], lr: float, foreach: bool) -> None:
+    if torch.compiler.is_compiling():  # lr is a tensor
+        for p, d in zip(params, directions):
+            p.sub_(d * lr)
+        return
     if foreach:
         torch._foreach_add_(params, directions, alpha=-lr)
     else:

@@ -10,8 +10,7 @@ from torch import Tensor
 
 from memoptim.optim import _validation as V
 from memoptim.optim import functional as F
-from memoptim.optim.adam import use_foreach
-from memoptim.optim.base import MemoryOptimizer, ParamsT, run_closure
+from memoptim.optim.base import MemoryOptimizer, ParamsT, check_fused_foreach, run_closure, select_kernel
 
 _COMMON_DOC = r"""
     Args:
@@ -26,6 +25,7 @@ _COMMON_DOC = r"""
         priority: ``"group"`` (default) or ``"tensor"``; see :class:`memoptim.AdamCM`.
         maximize: maximise the objective instead of minimising it.
         foreach: use the multi-tensor kernels (``None``: yes).
+        fused: run the update rule compiled by ``torch.compile`` (see :class:`memoptim.AdamCM`).
         buffer_dtype: dtype of the stored buffer values (default: the parameter's).
 
     State per parameter: ``step``, ``momentum_buffer`` (if :math:`\mu > 0`) and the
@@ -50,11 +50,12 @@ class _SGDMemory(MemoryOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         buffer_dtype: torch.dtype | None = None,
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             buffer_size=buffer_size, decay=decay, priority=priority, maximize=maximize,
-            foreach=foreach, buffer_dtype=buffer_dtype,
+            foreach=foreach, buffer_dtype=buffer_dtype, fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -63,6 +64,7 @@ class _SGDMemory(MemoryOptimizer):
         V.check_non_negative("lr", group["lr"])
         V.check_non_negative("momentum", group["momentum"])
         V.check_non_negative("weight_decay", group["weight_decay"])
+        check_fused_foreach(group)
         if not isinstance(group["dampening"], (int, float)) or isinstance(group["dampening"], bool):
             raise ValueError(f"Invalid dampening: {group['dampening']!r} (must be a number)")
 
@@ -86,12 +88,12 @@ class _SGDMemory(MemoryOptimizer):
                 steps.append(self._step_tensor(state))
             if not params:
                 continue
-            foreach = use_foreach(group)
+            kernel, foreach, lr = select_kernel(type(self)._rule, group)
             buffers = self._buffers(group, params, params)
-            keys = self._keys(group, grads, foreach) if buffers is not None else None
-            type(self)._rule(
+            keys = self._keys(group, grads, True) if buffers is not None else None
+            kernel(
                 params, grads, bufs, steps, buffers, keys,
-                lr=float(group["lr"]), momentum=group["momentum"], dampening=group["dampening"],
+                lr=lr, momentum=group["momentum"], dampening=group["dampening"],
                 weight_decay=group["weight_decay"], maximize=group["maximize"],
                 decay=group["decay"], foreach=foreach,
             )
