@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "memoptim.cli.reproduce",
+    "memoptim.cli.plot",
     "memoptim.cli.demo",
 )
 

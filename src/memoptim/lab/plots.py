@@ -1,0 +1,311 @@
+"""Matplotlib figures of the exploration lab (Agg backend, PNG files).
+
+matplotlib is imported lazily (it is an optional extra: ``pip install memoptim[lab]``).
+Every function draws one figure, saves it to ``out`` (parent directories are
+created) and returns the path.  Colours are fixed per optimizer name so that all
+figures of a report agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "COLORS",
+    "LABELS",
+    "STYLES",
+    "plot_buffer_diagnostics",
+    "plot_convergence_rates",
+    "plot_escape_ratio",
+    "plot_loss_curves",
+    "plot_sharp_flat_1d",
+    "plot_trajectories",
+]
+
+#: Display names of the registry's optimizers.
+LABELS: dict[str, str] = {
+    "adam": "Adam", "adam+sam": "Adam+SAM", "adam+cg": "Adam+CG", "adam+cm": "Adam+CM",
+    "adam+sam+cm": "Adam+SAM+CM", "sgd": "SGD", "sgd+cm": "SGD+CM", "sgd+cg": "SGD+CG",
+    "adamw": "AdamW", "adamomentum": "AdaMomentum",
+}
+#: Fixed colour per optimizer.
+COLORS: dict[str, str] = {
+    "adam": "tab:blue", "adam+sam": "tab:orange", "adam+cg": "tab:green", "adam+cm": "tab:red",
+    "adam+sam+cm": "tab:purple", "sgd": "tab:brown", "sgd+cm": "tab:pink", "sgd+cg": "tab:olive",
+    "adamw": "tab:cyan", "adamomentum": "tab:gray",
+}
+
+
+#: Line style and width per optimizer, so that curves that coincide (Adam and Adam+SAM with a
+#: small rho often do) stay visible.
+STYLES: dict[str, tuple[str, float]] = {
+    "adam": ("-", 2.6), "adam+sam": ("--", 1.4), "adam+sam+cm": ("--", 1.4),
+}
+
+
+def _style(name: str) -> tuple[str, float]:
+    return STYLES.get(name.split(" ")[0], ("-", 1.4))
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def _color(name: str, i: int) -> str:
+    return COLORS.get(name.split(" ")[0], f"C{i % 10}")
+
+
+def _save(fig: Any, out: str | Path) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def _np(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def plot_trajectories(
+    fn: Callable[[Tensor], Tensor],
+    trajectories: Mapping[str, Tensor | np.ndarray],
+    out: str | Path,
+    *,
+    box: tuple[float, float, float, float],
+    minimum: Sequence[float] | None = None,
+    panels: Sequence[int] | None = None,
+    title: str = "",
+    resolution: int = 200,
+) -> Path:
+    """2-D trajectories on a contour plot, one panel per starting point.
+
+    Args:
+        fn: the surface, ``(..., 2) -> (...)``.
+        trajectories: optimizer name -> iterates of shape ``(T + 1, N, 2)`` (same starts).
+        out: PNG path.
+        box: ``(xmin, xmax, ymin, ymax)`` of the contour plot.
+        minimum: global minimiser, drawn as a black diamond.
+        panels: which runs (columns of the trajectories) to draw, one panel each (default all).
+        title: figure title.
+    """
+    plt = _plt()
+    first = _np(next(iter(trajectories.values())))
+    idx = list(range(first.shape[1])) if panels is None else list(panels)
+    ncol = min(len(idx), 4)
+    nrow = math.ceil(len(idx) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol, 3.7 * nrow), squeeze=False)
+    xs = torch.linspace(box[0], box[1], resolution, dtype=torch.float64)
+    ys = torch.linspace(box[2], box[3], resolution, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        Z = _np(fn(torch.stack([X, Y], -1)))
+    for k, run in enumerate(idx):
+        ax = axes[k // ncol][k % ncol]
+        ax.contourf(_np(X), _np(Y), Z, levels=30, cmap="viridis", alpha=0.85)
+        ax.contour(_np(X), _np(Y), Z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
+        for i, (name, traj) in enumerate(trajectories.items()):
+            t = _np(traj)[:, run]
+            ls, lw = _style(name)
+            ax.plot(t[:, 0], t[:, 1], ls, color=_color(name, i), lw=lw, label=_label(name))
+            ax.plot(t[-1, 0], t[-1, 1], "o", color=_color(name, i), ms=5, mec="k")
+        t0 = first[0, run]
+        ax.plot(t0[0], t0[1], "ks", ms=7)
+        if minimum is not None:
+            ax.plot(minimum[0], minimum[1], "kD", ms=7, mfc="w")
+        ax.set_xlim(box[0], box[1])
+        ax.set_ylim(box[2], box[3])
+        ax.set_title(f"start ({t0[0]:.2f}, {t0[1]:.2f})", fontsize=9)
+    for k in range(len(idx), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_loss_curves(
+    curves: Mapping[str, Tensor | np.ndarray],
+    out: str | Path,
+    *,
+    title: str = "",
+    ylabel: str = "loss",
+    xlabel: str = "step",
+    mark_step: int | None = None,
+) -> Path:
+    """Mean loss over runs with a +-1 standard deviation band; ``curves[name]`` is ``(T + 1, N)``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for i, (name, c) in enumerate(curves.items()):
+        a = _np(c)
+        mean, std = a.mean(1), a.std(1)
+        steps = np.arange(a.shape[0])
+        ls, lw = _style(name)
+        ax.plot(steps, mean, ls, color=_color(name, i), lw=lw, label=_label(name))
+        ax.fill_between(steps, mean - std, mean + std, color=_color(name, i), alpha=0.15)
+    if mark_step is not None:
+        ax.axvline(mark_step, color="k", ls=":", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out)
+
+
+def plot_escape_ratio(
+    ratios: Mapping[str, Mapping[str, float]],
+    out: str | Path,
+    *,
+    title: str = "",
+    paper: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
+    """Escape ratio against the sharpness coefficient ``s`` (categorical axis), one line per series.
+
+    ``ratios[label][str(s)]``; series labels may carry a suffix (``"adam+cm C=20"``),
+    the first word picks the colour.  ``paper`` (same layout) is drawn dashed.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for i, (name, r) in enumerate(ratios.items()):
+        ss = list(r)
+        color = _color(name, i) if len({n.split(" ")[0] for n in ratios}) == len(ratios) else f"C{i}"
+        first, _, rest = name.partition(" ")
+        ax.plot(range(len(ss)), [r[s] for s in ss], "o-", color=color,
+                label=f"{_label(first)} {rest}".strip())
+        if paper and name in paper:
+            ax.plot(range(len(ss)), [paper[name].get(s, math.nan) for s in ss], "x--",
+                    color=color, alpha=0.6)
+    ss = list(next(iter(ratios.values())))
+    ax.set_xticks(range(len(ss)), ss)
+    ax.set_xlabel("sharpness coefficient s")
+    ax.set_ylabel("escape ratio")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out)
+
+
+def plot_sharp_flat_1d(
+    runs: Mapping[str, Tensor | np.ndarray],
+    starts: Sequence[float],
+    sharpness: Sequence[float],
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Fig. 5 layout: rows = starting points, columns = (optimizer, s) pairs.
+
+    ``runs[name]`` has shape ``(T + 1, len(starts) * len(sharpness), 1)``, run index
+    ``i * len(sharpness) + j`` for start ``i`` and coefficient ``j``.  Each panel shows
+    :math:`f_s` with the iterates coloured by time; the background is green when the
+    final point is in the flat basin (:math:`x < 1/2`), red otherwise.
+    """
+    from memoptim.lab.surfaces import sharp_flat
+
+    plt = _plt()
+    names = list(runs)
+    ncol = len(names) * len(sharpness)
+    fig, axes = plt.subplots(len(starts), ncol, figsize=(1.9 * ncol, 1.8 * len(starts)),
+                             squeeze=False)
+    xs = torch.linspace(-2.5, 3.5, 400, dtype=torch.float64).unsqueeze(-1)
+    for a, name in enumerate(names):
+        traj = _np(runs[name])
+        for j, s in enumerate(sharpness):
+            fx = _np(sharp_flat(xs, s))
+            for i, _ in enumerate(starts):
+                ax = axes[i][a * len(sharpness) + j]
+                t = traj[:, i * len(sharpness) + j, 0]
+                ax.plot(_np(xs[:, 0]), fx, "k-", lw=0.8)
+                ft = _np(sharp_flat(torch.as_tensor(t, dtype=torch.float64).unsqueeze(-1), s))
+                ax.scatter(t, ft, c=np.arange(t.size), cmap="plasma", s=4, zorder=3)
+                ax.axvline(t[-1], color="k", lw=0.8)
+                ax.set_facecolor("#d8f5d0" if t[-1] < 0.5 else "#f8d0d0")
+                ax.set_ylim(-0.3, 6.5)
+                ax.set_xlim(-2.5, 3.5)
+                ax.tick_params(labelsize=6)
+                if i == 0:
+                    ax.set_title(f"{_label(name)}, s={s:g}", fontsize=8)
+                if a == 0 and j == 0:
+                    ax.set_ylabel(f"x0={starts[i]:g}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_convergence_rates(
+    kappas: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    r"""Fig. 3: :math:`1 - \rho^*` against the condition number (log-log).
+
+    Series whose label contains ``"beta=0.9"`` are dashed (fixed :math:`\beta`).
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for i, (name, vals) in enumerate(series.items()):
+        color = "tab:blue" if name.lower().startswith("momentum") else "tab:red"
+        ls = "--" if "beta=0.9" in name else "-"
+        y = np.maximum(1.0 - np.asarray(vals, dtype=float), 1e-12)
+        ax.loglog(kappas, y, ls, color=color if len(series) <= 4 else f"C{i}", marker="o", ms=3,
+                  label=name)
+    ax.set_xlabel(r"condition number $\kappa = L/\mu$")
+    ax.set_ylabel(r"$1 - \rho^*$")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out)
+
+
+def plot_buffer_diagnostics(
+    diagnostics: Mapping[str, Mapping[str, Tensor | np.ndarray]],
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Fig. 8-style panels (distance, buffer variance, buffer cosine similarity) against step.
+
+    ``diagnostics[name]`` is :attr:`memoptim.lab.toy.ToyRun.diagnostics` (``steps`` ``(K,)``,
+    metrics ``(K, N)``); the mean over runs is drawn (NaNs ignored).
+    """
+    plt = _plt()
+    metrics = [("distance", "distance from start"), ("variance", "buffer variance"),
+               ("cosine", "buffer cosine similarity")]
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6))
+    for i, (name, d) in enumerate(diagnostics.items()):
+        steps = _np(d["steps"])
+        for ax, (key, label) in zip(axes, metrics):
+            vals = _np(d[key])
+            finite = np.isfinite(vals)
+            count = finite.sum(axis=1)
+            total = np.where(finite, vals, 0.0).sum(axis=1)
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            ax.plot(steps, mean, color=_color(name, i), label=_label(name))
+            ax.set_xlabel("step")
+            ax.set_ylabel(label)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
