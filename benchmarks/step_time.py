@@ -24,9 +24,9 @@ import memoptim
 
 
 def resnet_like_shapes(scale: float = 1.0) -> list[tuple[int, ...]]:
-    """98 tensors, ~10M parameters at scale 1: conv kernels plus norm-layer vectors."""
+    """98 tensors, ~10M parameters at scale 1: conv kernels, norm-layer vectors, a classifier."""
     shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
-    widths = [64, 128, 256, 384]
+    widths = [64, 128, 192, 288]
     c_in = 64
     for w in widths:
         for _ in range(4):
@@ -55,6 +55,11 @@ def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
         "torch SGD (foreach)": lambda: torch.optim.SGD(params, lr=1e-3, foreach=True),
         "AdamCM": lambda: memoptim.AdamCM(params, buffer_size=buffer_size),
         "AdamCM foreach=False": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, foreach=False),
+        "AdamCM fused": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, fused=True),
+        "AdamCG fused": lambda: memoptim.AdamCG(params, buffer_size=buffer_size, fused=True),
+        "SGDCM fused": lambda: memoptim.SGDCM(params, buffer_size=buffer_size, fused=True),
+        "SGDCG fused": lambda: memoptim.SGDCG(params, buffer_size=buffer_size, fused=True),
+        "AdaMomentum fused": lambda: memoptim.AdaMomentum(params, fused=True),
         "AdamCG": lambda: memoptim.AdamCG(params, buffer_size=buffer_size),
         "SGDCM": lambda: memoptim.SGDCM(params, buffer_size=buffer_size),
         "SGDCG": lambda: memoptim.SGDCG(params, buffer_size=buffer_size),
@@ -64,6 +69,11 @@ def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
 
 
 BASELINE = {
+    "AdamCM fused": "torch Adam (fused)",
+    "AdamCG fused": "torch Adam (fused)",
+    "AdaMomentum fused": "torch Adam (fused)",
+    "SGDCM fused": "torch SGD mom. (foreach)",
+    "SGDCG fused": "torch SGD (foreach)",
     "AdamCM": "torch Adam (fused)",
     "AdamCM foreach=False": "torch Adam (fused)",
     "AdamCG": "torch Adam (fused)",
@@ -98,8 +108,8 @@ def main() -> None:
 
     names = ["torch Adam (fused)", "torch Adam (foreach)", "torch SGD mom. (foreach)", "torch SGD (foreach)"]
     for c in args.buffer_sizes:
-        names += [f"{m} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG")]
-    names += [f"AdamCM foreach=False C={args.buffer_sizes[0]}", "AdaMomentum"]
+        names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG") for v in ("", " fused")]
+    names += [f"AdamCM foreach=False C={args.buffer_sizes[0]}", "AdaMomentum", "AdaMomentum fused"]
     if args.only:
         names = [x for x in names if any(x.startswith(o) for o in args.only)]
 
@@ -118,9 +128,12 @@ def main() -> None:
             p.grad = gr
         opt.step()
 
-    for label in names:  # warm-up: fill buffers, first-touch allocations
+    for label in names:  # warm-up: compile (fused), fill buffers, first-touch allocations
+        t0 = time.perf_counter()
         for k in range(args.warmup):
             one(label, k)
+        if "fused" in label and "torch" not in label:
+            print(f"  warm-up of {label} (includes compilation): {time.perf_counter() - t0:.1f} s")
 
     times: dict[str, list[float]] = {x: [] for x in names}
     for _ in range(args.rounds):
@@ -139,7 +152,8 @@ def main() -> None:
         sb = state_bytes(runs[label][1]) / n
         print(f"{label:<28}{med[label]:>9.2f}{ratio:>13}  {ref or '':<28}{sb:>14.1f}")
     for c1, c2 in zip(args.buffer_sizes, args.buffer_sizes[1:]):
-        for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG"):
+        for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG", "AdamCM fused", "AdamCG fused", "SGDCM fused",
+                  "SGDCG fused"):
             a, b = f"{m} C={c1}", f"{m} C={c2}"
             if a in med and b in med:
                 print(f"{m}: C={c2} / C={c1} step time = {med[b] / med[a]:.2f}")

@@ -170,16 +170,21 @@ def _adam_apply(
     (AdaMomentum keeps it inside :math:`v_t`).
     """
     if torch.compiler.is_compiling():  # step counts and lr are tensors: stay branch-free
+        # Per-tensor scalars computed once into one small buffer (in double, as the eager
+        # path does with Python floats), then cast to each parameter's dtype so the fused
+        # elementwise loops run in that dtype.
+        t = torch.stack([s.reshape(()) for s in step_values]).to(torch.float64)
+        scalars = torch.stack([lr / (1.0 - beta1**t), 1.0 / torch.sqrt(1.0 - beta2**t)])
         for i, p in enumerate(params):
-            t = step_values[i].to(torch.float64)  # bias corrections in double, as eager
+            step_size, inv_sqrt_bc2 = scalars[0, i].to(p.dtype), scalars[1, i].to(p.dtype)
             v = second[i]
             if amsgrad:
                 torch.maximum(max_second[i], v, out=max_second[i])
                 v = max_second[i]
-            denom = v.sqrt() / torch.sqrt(1.0 - beta2**t)
+            denom = v.sqrt() * inv_sqrt_bc2
             if eps_outside:
                 denom = denom + eps
-            p.sub_(numerators[i] / denom * (lr / (1.0 - beta1**t)))
+            p.sub_(numerators[i] / denom * step_size)
         return
     bc1 = [1.0 - beta1**t for t in step_values]
     sqrt_bc2 = [math.sqrt(1.0 - beta2**t) for t in step_values]
