@@ -39,6 +39,7 @@ Layout (one buffer per parameter tensor, kept in ``optimizer.state[p]`` so that
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,16 @@ _KEYS, _VALUES, _SUM, _REPL = (
     "critical_replacements",
 )
 STATE_KEYS: tuple[str, ...] = (_KEYS, _VALUES, _SUM, _REPL)
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
+def _local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (an alias: in-place changes reach the DTensor), else ``t``."""
+    return t.to_local() if _is_dtensor(t) else t
 
 
 def key_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -95,6 +106,11 @@ class CriticalBuffer:
         buffer_dtype: torch.dtype | None = None,
     ) -> None:
         """Create an empty buffer of ``capacity`` slots shaped like ``like`` in ``state``."""
+        if _is_dtensor(like):  # sharded parameter (FSDP2): shard the buffer like it
+            from memoptim.distributed import init_buffer_state
+
+            init_buffer_state(state, like, capacity, buffer_dtype)
+            return
         vdtype = buffer_dtype or like.dtype
         kdtype = key_dtype(like.dtype)
         state[_KEYS] = torch.full((capacity,), -math.inf, dtype=kdtype, device=like.device)
@@ -156,7 +172,7 @@ class CriticalBuffer:
 
     def resync(self) -> None:
         """Recompute the running sum exactly from the stored values."""
-        torch.sum(self.values, dim=0, dtype=self.total.dtype, out=self.total)
+        torch.sum(_local(self.values), dim=0, dtype=self.total.dtype, out=_local(self.total))
 
 
 def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: bool) -> list[Tensor]:
@@ -206,9 +222,12 @@ def offer(
     torch._foreach_copy_([b.keys for b in buffers], list(stacked.unbind(0)))
 
     for i, (b, v) in enumerate(zip(buffers, values)):
+        # DTensor (FSDP2) buffers: the slot's update is elementwise, so each rank updates
+        # its own shard of the values and the sum, which match the shard of v.
+        values_i, total_i, v = _local(b.values), _local(b.total), _local(v)
         idx = slot[i]  # shape (1,), stays on the device
-        old = b.values.index_select(0, idx)
-        new = torch.where(accept[i], v.unsqueeze(0).to(b.values.dtype), old)
-        b.values.index_copy_(0, idx, new)
-        b.total.add_((new.to(b.total.dtype) - old.to(b.total.dtype)).squeeze(0))
+        old = values_i.index_select(0, idx)
+        new = torch.where(accept[i], v.unsqueeze(0).to(values_i.dtype), old)
+        values_i.index_copy_(0, idx, new)
+        total_i.add_((new.to(total_i.dtype) - old.to(total_i.dtype)).squeeze(0))
         b.replacements_tensor.add_(replaced[i])

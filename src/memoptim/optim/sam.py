@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from memoptim.distributed import abs_max
 from memoptim.optim import _validation as V
 from memoptim.optim.base import STATE_DICT_TAG, BaseOptimizer
 
@@ -107,7 +108,7 @@ class SAM(BaseOptimizer):
         device = pairs[0][1].device
         # ||s g|| computed as m * ||s g / m|| with m = max |s g|, so that tiny or huge
         # gradients neither underflow nor overflow: e keeps length rho at any scale.
-        amax = torch.stack([s.abs().max().to(device, dtype) for s in scaled]).max()
+        amax = torch.stack([abs_max(s).to(device, dtype) for s in scaled]).max()
         inv_m = 1.0 / amax.clamp_min(torch.finfo(dtype).tiny)  # all-zero gradient -> e = 0
         unit = [s * inv_m.to(s.device, s.dtype) for s in scaled]
         norm = torch.linalg.vector_norm(
