@@ -18,6 +18,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "memoptim.cli.reproduce",
     "memoptim.cli.plot",
+    "memoptim.cli.train",
+    "memoptim.cli.sweep",
+    "memoptim.cli.report",
     "memoptim.cli.demo",
 )
 

@@ -1,0 +1,266 @@
+"""Grid sweeps over optimizers, hyperparameters and seeds with Optuna's ``GridSampler``.
+
+One Optuna study per (task, optimizer, fixed settings); its grid is the optimizer's
+hyperparameter grid times the seeds, so every (configuration, seed) pair is one trial and the
+report can average seeds per configuration (no seed is ever selected).  Each trial trains in its
+own run directory ``<out>/<task>/<optimizer>/<hp-slug>/seed<k>`` with ``resume=True``:
+
+* the storage defaults to SQLite (``sqlite:///<out>/optuna.db``); a sweep that is interrupted
+  (Ctrl-C, kill, reboot) continues where it stopped when the same command is run again: finished
+  trials are skipped, trials that failed (e.g. the interrupted one) are queued again, and an
+  interrupted run continues from its last epoch checkpoint;
+* ``storage`` can be any Optuna RDB URL (e.g. PostgreSQL) so several machines share one sweep;
+  trials of a machine that dies are detected by Optuna's heartbeat (60 s, grace 180 s) and
+  retried.  Run directories are per machine unless ``out`` is on a shared file system;
+  a file lock per run directory keeps two local workers off the same run (``scripts/run_study.sh``
+  runs two worker processes per stage this way, one torch thread each).
+
+Grids (:func:`grid_for`): ``"paper"`` is Table 8 restricted to each optimizer's hyperparameters
+(:data:`memoptim.experiments.paper.TABLE8_PARAMS`), e.g. 432 configurations for Adam+SAM+CM;
+``"cpu"`` is the documented CPU-budget subset used by ``scripts/run_study.sh``: only the learning
+rate is searched, the other hyperparameters are fixed at the paper's defaults
+(beta1 0.9, beta2 0.999, C 5, lambda 0.7, rho 0.05; SGD momentum 0.9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from memoptim.experiments.paper import TABLE8, TABLE8_PARAMS
+
+ADAM_FAMILY = ("adam", "adam+cg", "adam+sam", "adam+cm", "adam+sam+cm", "adamomentum")
+SGD_FAMILY = ("sgd", "sgd+cg", "sgd+cm")
+ALL_OPTIMIZERS = ADAM_FAMILY + SGD_FAMILY
+
+#: fixed values of the CPU grid (the paper's defaults, appendix A.2.2)
+CPU_FIXED: dict[str, dict[str, float]] = {
+    "adam": {},
+    "adam+cg": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "adam+sam": {"beta2": 0.999, "rho": 0.05},
+    "adam+cm": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "adam+sam+cm": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7, "rho": 0.05},
+    "adamomentum": {"beta2": 0.999},
+    "sgd": {"momentum": 0.9},
+    "sgd+cg": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
+    "sgd+cm": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
+}
+#: learning rates of the CPU grid (subset of Table 8's {0.1, 0.01, 0.001, 0.0001})
+CPU_LRS = {"adam": [0.001, 0.0001], "sgd": [0.1, 0.01]}
+
+
+def grid_for(optimizer: str, grid: str = "cpu") -> dict[str, list[Any]]:
+    """The hyperparameter grid of ``optimizer``: ``"paper"`` (Table 8) or ``"cpu"`` (subset)."""
+    if optimizer not in TABLE8_PARAMS:
+        raise ValueError(f"no grid for optimizer {optimizer!r}; known: {', '.join(TABLE8_PARAMS)}")
+    sgd = optimizer.startswith("sgd")
+    if grid == "paper":
+        out = {k: list(TABLE8[k]) for k in TABLE8_PARAMS[optimizer]}
+        if sgd:
+            out["momentum"] = [0.9]
+        return out
+    if grid == "cpu":
+        out = {"lr": list(CPU_LRS["sgd" if sgd else "adam"])}
+        out.update({k: [v] for k, v in CPU_FIXED[optimizer].items()})
+        return out
+    raise ValueError(f"unknown grid {grid!r} (cpu | paper)")
+
+
+def grid_size(space: Mapping[str, Sequence[Any]]) -> int:
+    return math.prod(len(v) for v in space.values())
+
+
+def hp_slug(hyperparameters: Mapping[str, Any]) -> str:
+    """Directory name of a configuration: ``beta2=0.999,lr=0.001`` (sorted keys)."""
+    return ",".join(f"{k}={hyperparameters[k]!r}" for k in sorted(hyperparameters)) or "default"
+
+
+def run_dir(out: str | os.PathLike[str], task: str, optimizer: str, hp: Mapping[str, Any],
+            seed: int) -> Path:  # fmt: skip
+    return Path(out) / task / optimizer / hp_slug(hp) / f"seed{seed}"
+
+
+class RunBusyError(RuntimeError):
+    """Another local process holds the run directory's lock (it is training that run)."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path/.lock`` (POSIX ``flock``, released when the holder
+    exits, even on a crash); raises :class:`RunBusyError` at once if another process holds it."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunBusyError(str(path)) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _gid(trial: Any) -> int | None:
+    """Grid point of a trial (GridSampler's ``grid_id`` system attribute)."""
+    return trial.system_attrs.get("grid_id")
+
+
+def _settings_tag(settings: Mapping[str, Any]) -> str:
+    blob = json.dumps(dict(settings), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def sweep(
+    task: str,
+    optimizers: Sequence[str],
+    *,
+    out: str | os.PathLike[str],
+    epochs: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    grid: str = "cpu",
+    overrides: Mapping[str, Sequence[Any]] | None = None,
+    storage: str | None = None,
+    train_kwargs: Mapping[str, Any] | None = None,
+    keep_checkpoints: bool = False,
+    log: Any = print,
+) -> dict[str, dict[str, Any]]:
+    """Run (or continue) the sweep; returns, per optimizer, the study's trial count and the best
+    *single* trial (the report averages seeds; this is only progress information).
+
+    Args:
+        overrides: replace grid values, e.g. ``{"lr": [1e-3]}`` (applies to optimizers whose
+            grid has that hyperparameter).
+        train_kwargs: extra keywords of :func:`memoptim.experiments.train.train` fixed for the
+            whole sweep (``subset``, ``eval_subset``, ``batch_size``, ``schedule``,
+            ``diagnostics``, ...); part of the study name, so changing them starts new studies.
+        keep_checkpoints: keep each finished run's ``checkpoint.pt`` (default: delete it; an
+            unfinished run always keeps its checkpoint so that it can resume).
+    """
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+    from optuna.trial import TrialState
+
+    from memoptim.experiments.tasks import build_task
+    from memoptim.experiments.train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    with warnings.catch_warnings():  # heartbeat options are flagged "experimental"
+        warnings.simplefilter("ignore")
+        rdb = RDBStorage(
+            url,
+            heartbeat_interval=60,
+            grace_period=180,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    kwargs = dict(train_kwargs or {})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # the task (data, tensors) is built once and shared by every trial of this process
+    task_obj = build_task(
+        task,
+        subset=kwargs.get("subset"),
+        eval_subset=kwargs.get("eval_subset"),
+        data_root=kwargs.get("data_root"),
+        verify=kwargs.get("verify_data", True),
+    )
+    direction = "maximize" if task_obj.mode == "max" else "minimize"
+    worst = -math.inf if direction == "maximize" else math.inf
+    results: dict[str, dict[str, Any]] = {}
+
+    for opt in optimizers:
+        space: dict[str, list[Any]] = grid_for(opt, grid)
+        for k, vals in (overrides or {}).items():
+            if k in space:
+                space[k] = list(vals)
+        hp_names = sorted(space)
+        space["seed"] = list(seeds)
+        settings = {"epochs": epochs, "grid": space, **kwargs}
+        name = f"{task}/{opt}/{_settings_tag(settings)}"
+        study = optuna.create_study(
+            study_name=name,
+            storage=rdb,
+            direction=direction,
+            sampler=optuna.samplers.GridSampler(space, seed=0),
+            load_if_exists=True,
+        )
+        study.set_user_attr("settings", json.loads(json.dumps(settings, default=str)))
+
+        def objective(
+            trial: optuna.Trial, opt: str = opt, space: dict = space, hp_names: list = hp_names
+        ) -> float:
+            hp = {k: trial.suggest_categorical(k, space[k]) for k in hp_names}
+            seed = int(trial.suggest_categorical("seed", space["seed"]))
+            rdir = run_dir(out, task, opt, hp, seed)
+            trial.set_user_attr("run_dir", str(rdir))
+            try:
+                with _locked(rdir):
+                    summary = train(task_obj, opt, hp, epochs, seed, rdir, resume=True,
+                                    keep_checkpoint=keep_checkpoints, **kwargs)  # fmt: skip
+            except RunBusyError:
+                # another worker is running this point (GridSampler hands out running points
+                # once none is left unstarted); its own trial will complete it
+                raise optuna.TrialPruned("run directory busy: another worker runs it") from None
+            value = summary.get(f"best_{task_obj.metric}")
+            trial.set_user_attr("status", summary["status"])
+            log(f"[sweep] {opt} {hp_slug(hp)} seed {seed}: {task_obj.metric} {value} "
+                f"({summary['status']}, {summary['elapsed']:.0f} s)")  # fmt: skip
+            return worst if value is None else float(value)
+
+        # GridSampler counts a failed trial as visited and stops the study when no grid point is
+        # unvisited.  So every failed point (e.g. the trial interrupted by Ctrl-C, or one whose
+        # worker died: Optuna's heartbeat fails it once stale) is queued again as a WAITING trial
+        # carrying its grid id -- as Optuna's own heartbeat retry does -- and optimize() is
+        # called until no point is left that nobody runs.  Points that another live worker is
+        # running are left to it (this worker moves on to the next optimizer).
+        for attempt in range(grid_size(space) + 2):
+            with warnings.catch_warnings():  # "experimental" API
+                warnings.simplefilter("ignore")
+                fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = {_gid(t) for t in trials if t.state == TrialState.COMPLETE}
+            active = (TrialState.RUNNING, TrialState.WAITING)
+            pending = {_gid(t) for t in trials if t.state in active}
+            for t in trials:
+                gid = _gid(t)
+                if t.state == TrialState.FAIL and gid is not None and gid not in done | pending:
+                    attrs = {k: t.system_attrs[k] for k in ("grid_id", "search_space")}
+                    study.add_trial(
+                        optuna.create_trial(state=TrialState.WAITING, system_attrs=attrs)
+                    )
+                    pending.add(gid)
+            done.discard(None)
+            remaining = grid_size(space) - len(done)
+            if attempt == 0:
+                log(f"[sweep] {name}: {len(done)}/{grid_size(space)} done, {remaining} to run")
+            trials = study.get_trials(deepcopy=False)
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            running = {_gid(t) for t in trials if t.state == TrialState.RUNNING}
+            to_run = waiting + grid_size(space) - len(done | pending | running)
+            if to_run <= 0:
+                if remaining > 0:
+                    log(f"[sweep] {name}: {remaining} point(s) being run by other workers")
+                break
+            study.optimize(objective, n_trials=to_run)
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        best = study.best_trial if complete else None
+        results[opt] = {
+            "study": name,
+            "complete": len({_gid(t) for t in complete}),
+            "grid_size": grid_size(space),
+            "best_value": best.value if best else None,
+            "best_params": best.params if best else None,
+        }
+    return results

@@ -1,0 +1,85 @@
+"""The train / sweep / report command-line modules (through their own argparse registration)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from memoptim.cli import report as report_cli
+from memoptim.cli import sweep as sweep_cli
+from memoptim.cli import train as train_cli
+from memoptim.data import fashion_mnist as fm
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="memoptim")
+    sub = parser.add_subparsers()
+    for mod in (train_cli, sweep_cli, report_cli):
+        mod.register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    root = tmp_path / "data" / "fashion-mnist"
+    root.mkdir(parents=True)
+    for split, n in (("train", 60), ("t10k", 10)):
+        fm.write_idx_gz(root / f"{split}-images-idx3-ubyte.gz", images[:n])
+        fm.write_idx_gz(root / f"{split}-labels-idx1-ubyte.gz", labels[:n])
+    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "data"))
+    return tmp_path
+
+
+def test_train_cli_writes_metrics_and_resumes(tiny_data, capsys):
+    out = tiny_data / "run"
+    argv = ["train", "--task", "fashion-mnist", "--optimizer", "adam+cm", "--lr", "1e-3",
+            "--buffer-size", "3", "--beta2", "0.99", "--epochs", "2", "--seed", "1",
+            "--out", str(out), "--no-verify", "--no-progress", "--batch-size", "25"]  # fmt: skip
+    assert run_cli(*argv) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [d["epoch"] for d in lines] == [1, 2]
+    assert {"train_loss", "val_accuracy", "lr", "time"} <= set(lines[0])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["hyperparameters"] == {"lr": 1e-3, "buffer_size": 3, "beta2": 0.99}
+    assert cfg["seed"] == 1 and cfg["optimizer"] == "adam+cm"
+    assert run_cli(*argv) == 2  # refuses to overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert run_cli(*argv, "--resume") == 0  # finished: nothing to redo
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_train_cli_missing_data_prints_the_install_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "none"))
+    code = run_cli("train", "--task", "brown-lm", "--optimizer", "adam", "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert "bash scripts/get_data.sh brown" in capsys.readouterr().err
+
+
+def test_sweep_param_parsing():
+    assert sweep_cli.parse_param("lr=0.1,1e-3") == ("lr", [0.1, 0.001])
+    assert sweep_cli.parse_param("buffer-size=5,20") == ("buffer_size", [5, 20])
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep_cli.parse_param("lr")
+
+
+def test_sweep_then_report_cli(tiny_data, capsys):
+    out = tiny_data / "sweep"
+    assert run_cli("sweep", "--task", "fashion-mnist", "--optimizers", "sgd,sgd+cm",
+                   "--param", "lr=0.01", "--seeds", "0,1", "--epochs", "1", "--subset", "20",
+                   "--batch-size", "10", "--no-verify", "--out", str(out)) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    res = json.loads(text[text.index("\n{") + 1 :])  # the results JSON after the log lines
+    assert res["sgd"]["complete"] == res["sgd+cm"]["complete"] == 2
+    assert (out / "optuna.db").exists()
+    assert len(list(out.glob("fashion-mnist/*/*/seed*/summary.json"))) == 4
+    assert run_cli("report", "--runs", str(out), "--out", str(tiny_data / "rep"), "--no-plots") == 0
+    md = (tiny_data / "rep" / "report.md").read_text()
+    assert "## Table 3 analogue" in md and "SGD+CM" in md
+
