@@ -112,6 +112,19 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _setup_lock(out: Path) -> Iterator[None]:
+    """Blocking exclusive lock on ``out/.storage.lock`` while a worker sets up the storage."""
+    import fcntl
+
+    with open(out / ".storage.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _gid(trial: Any) -> int | None:
     """Grid point of a trial (GridSampler's ``grid_id`` system attribute)."""
     return trial.system_attrs.get("grid_id")
@@ -158,7 +171,9 @@ def sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-    with warnings.catch_warnings():  # heartbeat options are flagged "experimental"
+    # Creating the schema (or a study) races with a concurrent worker doing the same on a
+    # fresh SQLite file ("UNIQUE constraint failed: alembic_version"): serialise both.
+    with _setup_lock(out), warnings.catch_warnings():  # heartbeat options are "experimental"
         warnings.simplefilter("ignore")
         rdb = RDBStorage(
             url,
@@ -189,13 +204,14 @@ def sweep(
         space["seed"] = list(seeds)
         settings = {"epochs": epochs, "grid": space, **kwargs}
         name = f"{task}/{opt}/{_settings_tag(settings)}"
-        study = optuna.create_study(
-            study_name=name,
-            storage=rdb,
-            direction=direction,
-            sampler=optuna.samplers.GridSampler(space, seed=0),
-            load_if_exists=True,
-        )
+        with _setup_lock(out):
+            study = optuna.create_study(
+                study_name=name,
+                storage=rdb,
+                direction=direction,
+                sampler=optuna.samplers.GridSampler(space, seed=0),
+                load_if_exists=True,
+            )
         study.set_user_attr("settings", json.loads(json.dumps(settings, default=str)))
 
         def objective(
