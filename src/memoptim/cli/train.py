@@ -7,12 +7,19 @@ Example::
 
 Writes ``metrics.jsonl`` (one JSON line per epoch), ``checkpoint.pt`` (after every epoch),
 ``config.json`` and ``summary.json`` in ``--out``; see :mod:`memoptim.experiments.train`.
+
+Data-parallel (DDP, gloo on CPU; ``--nproc N`` re-runs the command under ``torchrun
+--standalone --nproc_per_node N``, each rank training on its share of every global batch)::
+
+    memoptim train --task fashion-mnist --optimizer adam+cm --lr 1e-4 --out runs/fm2 --nproc 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -88,18 +95,75 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to <out>/tensorboard (needs the tensorboard package)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default with --nproc > 1: 1 per rank)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes (DDP over gloo, launched with torchrun); default 1")
     p.set_defaults(func=run)
 
 
+def _torchrun(nproc: int) -> int:
+    """Re-run this command under ``torch.distributed.run`` with ``nproc`` local ranks."""
+    argv = sys.argv[1:]
+    if "train" not in argv:
+        print("memoptim train: error: --nproc > 1 needs the command line (sys.argv) of "
+              "`memoptim train ...`", file=sys.stderr)  # fmt: skip
+        return 2
+    # drop --nproc: torch.distributed.run's parser would take it for its --nproc-per-node
+    # (the ranks know the world size from WORLD_SIZE)
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    argv = kept
+    env = dict(os.environ)
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), "-m", "memoptim", *argv]  # fmt: skip
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
 def run(args: argparse.Namespace) -> int:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.nproc < 1:
+        print("memoptim train: error: --nproc must be >= 1", file=sys.stderr)
+        return 2
+    if args.nproc > 1 and world == 1:
+        return _torchrun(args.nproc)
+    if world > 1 and args.nproc not in (1, world):
+        print(f"memoptim train: error: --nproc {args.nproc} but WORLD_SIZE={world}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+
     import torch
 
+    if args.threads or world > 1:
+        torch.set_num_threads(args.threads or 1)
+    if world > 1:
+        import torch.distributed as dist
+
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        dist.init_process_group("gloo")
+        try:
+            code = _run(args)
+            dist.barrier()  # gloo can abort if a rank tears down while another still talks
+        finally:
+            dist.destroy_process_group()
+        return code
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from memoptim.data.paths import DatasetChecksumError, DatasetNotFoundError
     from memoptim.experiments.train import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    rank = int(os.environ.get("RANK", "0"))
     out = args.out or f"runs/{args.task}/{args.optimizer}-s{args.seed}"
     try:
         summary = train(
@@ -116,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             eval_subset=args.eval_subset,
             data_root=args.data_root,
             verify_data=not args.no_verify,
-            progress=not args.no_progress,
+            progress=not args.no_progress and rank == 0,
             tensorboard=args.tensorboard,
             diagnostics=args.diagnostics,
             sharpness_iters=args.sharpness_iters,
@@ -124,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetNotFoundError, DatasetChecksumError, FileExistsError, ValueError) as exc:
         print(f"memoptim train: error: {exc}", file=sys.stderr)
         return 2
+    if rank != 0:
+        return 0
     shown = {k: v for k, v in summary.items() if k not in ("config", "resolved", "accuracy_matrix")}
     print(json.dumps(shown))
     print(f"run directory: {out}")

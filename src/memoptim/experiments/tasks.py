@@ -16,6 +16,7 @@ Tasks (``TASKS``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,35 @@ from memoptim.experiments.models import LSTMLanguageModel, SmallResNet
 
 TASKS = ("fashion-mnist", "brown-lm", "split-fashion-mnist", "permuted-fashion-mnist")
 _EVAL_BATCH = 1000
+
+
+#: (rank, world size) while :func:`sharded_evaluation` is active, else None
+_EVAL_SHARD: tuple[int, int] | None = None
+
+
+@contextlib.contextmanager
+def sharded_evaluation(rank: int, world_size: int) -> Iterator[None]:
+    """Within this context the evaluations (:func:`evaluate_classifier`,
+    :meth:`LanguageModelTask.perplexity`) run data-parallel: each rank of the default process
+    group evaluates its share of the data and the sums are all-reduced, so every rank returns
+    the metrics of the whole data.  Used by :func:`memoptim.experiments.train.train` under DDP."""
+    global _EVAL_SHARD
+    previous, _EVAL_SHARD = _EVAL_SHARD, (rank, world_size)
+    try:
+        yield
+    finally:
+        _EVAL_SHARD = previous
+
+
+def _all_reduce_sums(*values: float) -> list[float]:
+    """Sum ``values`` over the ranks under :func:`sharded_evaluation` (float64)."""
+    if _EVAL_SHARD is None:
+        return list(values)
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def _generator(seed: int, unit: int) -> torch.Generator:
@@ -77,8 +107,11 @@ class Task:
         return None
 
     def train_batches(
-        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int
+        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Any]:
+        """The unit's batches of ``batch_size``; with ``shard=(rank, world_size)`` (data-parallel
+        training) rank ``rank``'s contiguous share of every one of these global batches."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
@@ -151,11 +184,14 @@ class ClassificationTask(Task):
         return math.ceil(len(self.y_train) / batch_size)
 
     def train_batches(
-        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int
+        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         perm = torch.randperm(len(self.y_train), generator=_generator(seed, unit))
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
+            if shard is not None:
+                idx = idx.tensor_split(shard[1])[shard[0]]
             yield self.x_train[idx], self.y_train[idx]
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -186,6 +222,10 @@ def evaluate_classifier(
     was_training = model.training
     model.eval()
     total_loss, correct = 0.0, 0
+    n = len(y)
+    if _EVAL_SHARD is not None:
+        rank, world = _EVAL_SHARD
+        x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
     for i in range(0, len(y), _EVAL_BATCH):
         logits = model(x[i : i + _EVAL_BATCH])
         if class_mask is not None:
@@ -194,7 +234,10 @@ def evaluate_classifier(
         total_loss += float(F.cross_entropy(logits, yy, reduction="sum"))
         correct += int((logits.argmax(1) == yy).sum())
     model.train(was_training)
-    n = max(len(y), 1)
+    if _EVAL_SHARD is not None:
+        total_loss, correct_sum = _all_reduce_sums(total_loss, correct)
+        correct = round(correct_sum)
+    n = max(n, 1)
     return total_loss / n, 100.0 * correct / n
 
 
@@ -278,12 +321,16 @@ class LanguageModelTask(Task):
         return math.ceil((len(self.train) // batch_size - 1) / self.bptt)
 
     def train_batches(
-        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int
+        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[dict[str, Any]]:
         # Chunks in stream order (the standard PTB recipe); the hidden state is carried across
         # chunks and detached.  ``loss`` stores the new state in the batch dict; when the step
         # evaluates the closure twice (SAM) both evaluations start from the same state.
+        # Data-parallel: each rank takes a contiguous share of the columns (its own streams).
         data = batchify(self.train, batch_size)
+        if shard is not None:
+            data = data.tensor_split(shard[1], dim=1)[shard[0]]
         hidden: tuple[Tensor, Tensor] | None = None
         for i in range(0, len(data) - 1, self.bptt):
             n = min(self.bptt, len(data) - 1 - i)
@@ -306,15 +353,19 @@ class LanguageModelTask(Task):
         was_training = model.training
         model.eval()
         data = batchify(stream, self.eval_batch_size)
+        if _EVAL_SHARD is not None:
+            data = data.tensor_split(_EVAL_SHARD[1], dim=1)[_EVAL_SHARD[0]]
         hidden = None
         total, count = 0.0, 0
-        for i in range(0, len(data) - 1, self.bptt):
+        for i in range(0, len(data) - 1 if data.shape[1] else 0, self.bptt):
             n = min(self.bptt, len(data) - 1 - i)
             logits, hidden = model(data[i : i + n], hidden)
             y = data[i + 1 : i + 1 + n].reshape(-1)
             total += float(F.cross_entropy(logits.reshape(-1, self.vocab_size), y, reduction="sum"))
             count += y.numel()
         model.train(was_training)
+        if _EVAL_SHARD is not None:
+            total, count = _all_reduce_sums(total, count)
         nll = total / max(count, 1)
         return nll, math.exp(min(nll, 700.0))
 
@@ -411,12 +462,15 @@ class StreamClassificationTask(Task):
         return math.ceil(len(self._data[unit // epochs][1]) / batch_size)
 
     def train_batches(
-        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int
+        self, model: nn.Module, unit: int, epochs: int, seed: int, batch_size: int,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         xtr, ytr, _, _, mask = self._data[unit // epochs]
         perm = torch.randperm(len(ytr), generator=_generator(seed, unit))
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
+            if shard is not None:
+                idx = idx.tensor_split(shard[1])[shard[0]]
             yield xtr[idx], ytr[idx], mask
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:

@@ -32,6 +32,19 @@ Every optimizer is driven through ``optimizer.step(closure)`` where the closure 
 gradients, computes the loss, back-propagates and clips: ``torch.optim`` optimizers evaluate it
 once, SAM twice (at the parameters and at the perturbed point), so no optimizer needs a special
 case.
+
+Data-parallel training: when a default process group with more than one rank is initialised
+(``memoptim train --nproc N``, or any caller under ``torchrun``), :func:`train` runs the same
+global batches as a single process, each rank training on a contiguous share of every batch
+(``Task.train_batches(..., shard=(rank, world_size))``), the model wrapped in
+``DistributedDataParallel``.  The local loss is weighted by ``world_size * n_local / n_global``
+so that DDP's gradient average is the gradient of the global batch's mean loss (also for an
+uneven last batch); batch-norm statistics are synchronised over the ranks (a CPU-capable
+replacement of ``torch.nn.SyncBatchNorm``, same state-dict keys), so the trajectory is the
+single-process one up to float32 round-off.  The training loss and the evaluation sums are
+all-reduced; only rank 0 writes files (a barrier follows the writes); every rank loads the
+checkpoint on resume.  Every rank starts from the same torch RNG state (the checkpoint stores
+rank 0's), so dropout masks are drawn from the same stream on every rank.
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memoptim.experiments.tasks import Task, build_task
+from memoptim.experiments.tasks import Task, build_task, sharded_evaluation
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -227,6 +240,8 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world = _data_parallel()
+    lead = rank == 0  # the rank that writes files
     task_name = task if isinstance(task, str) else task.name
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -268,17 +283,22 @@ def train(
     if ckpt_path.exists():
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         same_config(checkpoint["config"], "checkpoint")
+    _barrier(world)  # every rank has read the run directory before rank 0 writes to it
 
     if isinstance(task, str):
         task = build_task(
             task, subset=subset, eval_subset=eval_subset, data_root=data_root, verify=verify_data
         )
     bs = batch_size or task.default_batch_size
+    if bs < world:
+        raise ValueError(f"batch size {bs} is smaller than the number of processes {world}")
     sched = task.default_schedule if schedule == "auto" else schedule
     units = task.num_units(epochs)
 
     torch.manual_seed(seed)
     model = task.build_model()
+    if world > 1:
+        _sync_batch_norm(model)
     model.train()
     optimizer = build_optimizer(optimizer_name, model.parameters(), hyperparameters)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -301,9 +321,15 @@ def train(
             diag.load_state_dict(checkpoint["diagnostics"])
         if checkpoint.get("finished"):
             start_unit = units  # e.g. stopped on divergence; only the summary is missing
+    net: torch.nn.Module = model  # what the training forward passes go through
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)
     # the metrics file mirrors the checkpoint's history (drops a line written after the last
     # checkpoint, or a partial line, from an interrupted run)
-    _atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+    if lead:
+        _atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
     # what the defaults resolved to (not part of the resume check): batch size, schedule and the
     # optimizer's full hyperparameters of its first parameter group
     group0 = optimizer.param_groups[0]
@@ -319,8 +345,11 @@ def train(
             },
         }
     )  # fmt: skip
-    _atomic_write_text(out / CONFIG, json.dumps({**config, "resolved": resolved}, indent=2) + "\n")
-    writer = _tensorboard(tensorboard, out)
+    if lead:
+        _atomic_write_text(
+            out / CONFIG, json.dumps({**config, "resolved": resolved}, indent=2) + "\n"
+        )
+    writer = _tensorboard(tensorboard and lead, out)
     clip = task.clip_grad_norm
     params = [p for g in optimizer.param_groups for p in g["params"]]
     run_start = time.perf_counter()
@@ -332,21 +361,38 @@ def train(
         for group, lr0 in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = lr0 * factor
         total_loss, total_weight = 0.0, 0
-        bar = _Progress(progress, task.num_batches(unit, epochs, bs), f"epoch {unit + 1}/{units}")
+        bar = _Progress(
+            progress and lead, task.num_batches(unit, epochs, bs), f"epoch {unit + 1}/{units}"
+        )
+        if world > 1:
+            batches = task.train_batches(net, unit, epochs, seed, bs, shard=(rank, world))
+        else:
+            batches = task.train_batches(model, unit, epochs, seed, bs)
         try:
-            for batch in task.train_batches(model, unit, epochs, seed, bs):
+            for batch in batches:
+                scale = 1.0
+                if world > 1:
+                    local = task.batch_weight(batch)
+                    (weight_sum,) = _all_reduce_sum([float(local)])
+                    # DDP averages the ranks' gradients: weighting the local mean loss by
+                    # world * n_local / n_global makes that the global batch's mean gradient
+                    scale = world * local / weight_sum
 
-                def closure(batch: Any = batch) -> Tensor:
+                def closure(batch: Any = batch, scale: float = scale) -> Tensor:
                     optimizer.zero_grad(set_to_none=True)
-                    loss = task.loss(model, batch)
-                    loss.backward()
+                    loss = task.loss(net, batch)
+                    (loss * scale if world > 1 else loss).backward()
                     if clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, clip)
                     return loss
 
                 loss = optimizer.step(closure)
                 value = float(loss.detach())
-                weight = task.batch_weight(batch)
+                if world > 1:
+                    (loss_sum,) = _all_reduce_sum([value * local if local else 0.0])
+                    value, weight = loss_sum / weight_sum, round(weight_sum)
+                else:
+                    weight = task.batch_weight(batch)
                 total_loss += value * weight
                 total_weight += weight
                 bar.update(value)
@@ -357,7 +403,11 @@ def train(
             bar.close()
         record: dict[str, Any] = {"epoch": unit + 1, **task.unit_info(unit, epochs)}
         record["train_loss"] = total_loss / max(total_weight, 1)
-        record.update(task.evaluate(model, unit, epochs))
+        if world > 1:
+            with sharded_evaluation(rank, world):
+                record.update(task.evaluate(model, unit, epochs))
+        else:
+            record.update(task.evaluate(model, unit, epochs))
         if diag is not None:
             record.update(diag())
         record["lr"] = optimizer.param_groups[0]["lr"]
@@ -382,21 +432,125 @@ def train(
         }
         if diag is not None:
             state["diagnostics"] = diag.state_dict()
-        _atomic_write_bytes(ckpt_path, lambda f, state=state: torch.save(state, f))
-        _append_line(metrics_path, record)
+        if lead:
+            _atomic_write_bytes(ckpt_path, lambda f, state=state: torch.save(state, f))
+            _append_line(metrics_path, record)
         if writer is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
                     writer.add_scalar(k, v, unit + 1)
             writer.flush()
+        _barrier(world)
         if diverged:
             break
     if writer is not None:
         writer.close()
-    summary = _write_summary(out, config, history, task, resolved)
-    if not keep_checkpoint:
+    summary = _write_summary(out, config, history, task, resolved, write=lead)
+    if not keep_checkpoint and lead:
         ckpt_path.unlink(missing_ok=True)
+    _barrier(world)
     return summary
+
+
+def _data_parallel() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the ranks: the gradient of every rank's input is the sum of the
+    ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
+class _SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training-mode statistics are those of the global batch (all ranks of
+    the default process group), on any device: two differentiable all-reduces (sum, then the
+    sum of squared deviations: the two-pass variance, as ``F.batch_norm``).  Evaluation mode
+    uses the running statistics, as ``torch.nn.BatchNorm*d``; same parameters and buffers."""
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        local_count = x.numel() // max(x.shape[1], 1)
+        (count,) = _all_reduce_sum([float(local_count)])
+        mean = all_reduce(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                if m is None:  # cumulative moving average
+                    m = 1.0 / float(self.num_batches_tracked)
+                n = count
+                unbiased = var * (n / max(n - 1.0, 1.0))
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def _sync_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace (in place) every batch-norm layer of ``module`` by a :class:`_SyncBatchNorm`
+    with the same parameters and buffers; returns ``module``."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+            child, _SyncBatchNorm
+        ):
+            new = _SyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats,
+            )  # fmt: skip
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            _sync_batch_norm(child)
+    return module
 
 
 def _write_summary(
@@ -405,6 +559,7 @@ def _write_summary(
     history: list[dict[str, Any]],
     task: Task,
     resolved: Mapping[str, Any],
+    write: bool = True,
 ) -> dict[str, Any]:
     diverged = any(h.get("diverged") for h in history)
     summary = {
@@ -418,5 +573,7 @@ def _write_summary(
         **task.summarize(history),
     }
     summary = _clean(summary)
+    if not write:
+        return summary
     _atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
