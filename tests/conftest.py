@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _TESTS = str(Path(__file__).resolve().parent)
@@ -26,3 +27,22 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    """A 60-image Fashion-MNIST stand-in in the real IDX format, found via ``MEMOPTIM_DATA``."""
+    import numpy as np
+
+    from memoptim.data import fashion_mnist as fm
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    root = tmp_path / "data" / "fashion-mnist"
+    root.mkdir(parents=True)
+    for split, n in (("train", 60), ("t10k", 10)):
+        fm.write_idx_gz(root / f"{split}-images-idx3-ubyte.gz", images[:n])
+        fm.write_idx_gz(root / f"{split}-labels-idx1-ubyte.gz", labels[:n])
+    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "data"))
+    return tmp_path

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pytest
 
 from memoptim.cli import report as report_cli
 from memoptim.cli import sweep as sweep_cli
 from memoptim.cli import train as train_cli
-from memoptim.data import fashion_mnist as fm
 
 
 def run_cli(*argv: str) -> int:
@@ -21,20 +19,6 @@ def run_cli(*argv: str) -> int:
         mod.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-@pytest.fixture
-def tiny_data(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
-    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
-    root = tmp_path / "data" / "fashion-mnist"
-    root.mkdir(parents=True)
-    for split, n in (("train", 60), ("t10k", 10)):
-        fm.write_idx_gz(root / f"{split}-images-idx3-ubyte.gz", images[:n])
-        fm.write_idx_gz(root / f"{split}-labels-idx1-ubyte.gz", labels[:n])
-    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "data"))
-    return tmp_path
 
 
 def test_train_cli_writes_metrics_and_resumes(tiny_data, capsys):

@@ -20,11 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from memoptim.data import fashion_mnist as fm
 from memoptim.distributed import launch
 from memoptim.experiments import tasks as T
 from memoptim.experiments.train import read_metrics, train
@@ -112,20 +110,6 @@ def test_two_ranks_match_one_process_and_resume(tmp_path):
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_completed"] == 2
     assert not list(straight.glob(".*.tmp"))
-
-
-@pytest.fixture
-def tiny_data(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
-    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
-    root = tmp_path / "data" / "fashion-mnist"
-    root.mkdir(parents=True)
-    for split, n in (("train", 60), ("t10k", 10)):
-        fm.write_idx_gz(root / f"{split}-images-idx3-ubyte.gz", images[:n])
-        fm.write_idx_gz(root / f"{split}-labels-idx1-ubyte.gz", labels[:n])
-    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "data"))
-    return tmp_path
 
 
 def _cli(out, *extra: str) -> subprocess.CompletedProcess:

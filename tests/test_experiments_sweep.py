@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from memoptim.data import fashion_mnist as fm
 from memoptim.experiments import sweep as S
 from memoptim.experiments import train as train_module
 
@@ -25,20 +23,6 @@ def test_grids():
     with pytest.raises(ValueError):
         S.grid_for("lion")
     assert S.hp_slug({"lr": 0.001, "beta2": 0.999}) == "beta2=0.999,lr=0.001"
-
-
-@pytest.fixture
-def tiny_data(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
-    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
-    root = tmp_path / "data" / "fashion-mnist"
-    root.mkdir(parents=True)
-    for split, n in (("train", 60), ("t10k", 10)):
-        fm.write_idx_gz(root / f"{split}-images-idx3-ubyte.gz", images[:n])
-        fm.write_idx_gz(root / f"{split}-labels-idx1-ubyte.gz", labels[:n])
-    monkeypatch.setenv("MEMOPTIM_DATA", str(tmp_path / "data"))
-    return tmp_path
 
 
 def _sweep(out, **kw):
