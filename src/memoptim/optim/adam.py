@@ -17,6 +17,7 @@ from memoptim.optim.base import (
     check_fused_foreach,
     run_closure,
     select_kernel,
+    step_tensor,
 )
 
 _COMMON_DOC = r"""
@@ -168,7 +169,7 @@ def init_adam_group(
         opt._check_grad(p)
         state = opt.state[p]
         if "exp_avg" not in state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
+            step_tensor(state)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["amsgrad"]:

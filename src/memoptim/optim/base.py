@@ -76,8 +76,11 @@ class BaseOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._check_loadable(state_dict)
-        state_dict = {k: v for k, v in state_dict.items() if k != STATE_DICT_TAG}
-        super().load_state_dict(state_dict)
+        self._load_checked({k: v for k, v in state_dict.items() if k != STATE_DICT_TAG})
+
+    def _load_checked(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict that :meth:`_check_loadable` has accepted (tag removed)."""
+        Optimizer.load_state_dict(self, state_dict)
 
 
 class MemoryOptimizer(BaseOptimizer):
@@ -182,11 +185,6 @@ class MemoryOptimizer(BaseOptimizer):
             if int(s) % RESYNC_INTERVAL == 0:
                 b.resync()
 
-    @staticmethod
-    def _step_tensor(state: dict[str, Any]) -> Tensor:
-        if "step" not in state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-        return state["step"]
 
     # ------------------------------------------------------------ checkpoints
     def _check_loadable(self, state_dict: dict[str, Any]) -> None:
@@ -205,18 +203,17 @@ class MemoryOptimizer(BaseOptimizer):
                         f"buffer_size says {saved['buffer_size']}"
                     )
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def _load_checked(self, state_dict: dict[str, Any]) -> None:
         # torch casts floating state to the parameter's dtype on load; the buffer keeps
         # its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64
         # counts), so it is set aside and restored after the generic load.
-        self._check_loadable(state_dict)
         state = state_dict["state"]
         kept = {pid: {k: st[k] for k in STATE_KEYS if k in st} for pid, st in state.items()}
         stripped = dict(state_dict)
         stripped["state"] = {
             pid: {k: v for k, v in st.items() if k not in STATE_KEYS} for pid, st in state.items()
         }
-        super().load_state_dict(stripped)
+        super()._load_checked(stripped)
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         for pid, p in zip(saved_ids, params):
@@ -250,6 +247,13 @@ def check_fused_foreach(group: dict[str, Any]) -> None:
         raise ValueError("Invalid fused/foreach: fused=True and foreach=True cannot both be set")
 
 
+def step_tensor(state: dict[str, Any]) -> Tensor:
+    """A parameter's step counter, created at 0 on first use (0-d float32 on the CPU, as torch)."""
+    if "step" not in state:
+        state["step"] = torch.zeros((), dtype=torch.float32)
+    return state["step"]
+
+
 def run_closure(closure: Callable[[], Any] | None) -> Any:
     """Evaluate ``closure`` with gradients enabled (``torch.optim`` convention)."""
     if closure is None:
@@ -259,4 +263,4 @@ def run_closure(closure: Callable[[], Any] | None) -> Any:
 
 
 __all__ = ["BaseOptimizer", "MemoryOptimizer", "ParamsT", "check_fused_foreach", "key_dtype", "run_closure",
-           "select_kernel"]
+           "select_kernel", "step_tensor"]

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 
 from memoptim.distributed import abs_max
 from memoptim.optim import _validation as V
-from memoptim.optim.base import STATE_DICT_TAG, BaseOptimizer
+from memoptim.optim.base import BaseOptimizer
 
 
 class SAM(BaseOptimizer):
@@ -155,10 +155,10 @@ class SAM(BaseOptimizer):
         name = inner()["optimizer"] if inner else type(self.base_optimizer).__name__
         return {"optimizer": f"SAM[{name}]", "version": 1}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._check_loadable(state_dict)
-        inner = {k: v for k, v in state_dict.items() if k != STATE_DICT_TAG}
-        self.base_optimizer.load_state_dict(inner)
+    def _load_checked(self, state_dict: dict[str, Any]) -> None:
+        # The base loads (and checks against its own hyperparameters); then re-alias,
+        # since loading replaces the base's param_groups and state objects.
+        self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
 

@@ -10,7 +10,14 @@ from torch import Tensor
 
 from memoptim.optim import _validation as V
 from memoptim.optim import functional as F
-from memoptim.optim.base import MemoryOptimizer, ParamsT, check_fused_foreach, run_closure, select_kernel
+from memoptim.optim.base import (
+    MemoryOptimizer,
+    ParamsT,
+    check_fused_foreach,
+    run_closure,
+    select_kernel,
+    step_tensor,
+)
 
 _COMMON_DOC = r"""
     Args:
@@ -85,7 +92,7 @@ class _SGDMemory(MemoryOptimizer):
                 params.append(p)
                 grads.append(p.grad)
                 bufs.append(state.get("momentum_buffer"))
-                steps.append(self._step_tensor(state))
+                steps.append(step_tensor(state))
             if not params:
                 continue
             kernel, foreach, lr = select_kernel(type(self)._rule, group)
