@@ -1,14 +1,19 @@
 """Optimizer step time: memoptim's optimizers against their torch.optim counterparts, in one run.
 
 All optimizers are stepped interleaved in one process (round-robin, several
-rounds) on the same synthetic ResNet-like parameter set, with fresh random
-gradients whose norms vary from step to step so that buffer replacements keep
-happening.  Prints median milliseconds per step and the ratio to the fastest
-torch.optim counterpart of the same base rule, plus optimizer-state bytes per
-parameter.
+rounds) on the same synthetic ResNet-like parameter set, with random gradients
+whose norms vary from step to step so that buffer replacements keep happening.
+Prints median milliseconds per step, the ratio to the fastest torch.optim
+counterpart of the same base rule (measured in the same run), the fraction of
+timed steps on which the buffer replaced a slot, and optimizer-state bytes per
+parameter against the (C + 3) x parameter-size bound.
+
+``fused`` rows are ``fused=True``: on CPU the native kernel of
+``memoptim.optim.native`` (built on first use, not timed).
 
     python benchmarks/step_time.py                     # ~10M parameters, 98 tensors
     python benchmarks/step_time.py --scale 0.1 --rounds 3 --buffer-sizes 5 20
+    python benchmarks/step_time.py --keys constant     # worst case: a replacement every step
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
         "torch Adam (fused)": lambda: torch.optim.Adam(params, fused=True),
         "torch Adam (foreach)": lambda: torch.optim.Adam(params, foreach=True),
         "torch SGD mom. (foreach)": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True),
+        "torch SGD mom. (fused)": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, fused=True),
         "torch SGD (foreach)": lambda: torch.optim.SGD(params, lr=1e-3, foreach=True),
+        "torch SGD (fused)": lambda: torch.optim.SGD(params, lr=1e-3, fused=True),
         "AdamCM": lambda: memoptim.AdamCM(params, buffer_size=buffer_size),
         "AdamCM foreach=False": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, foreach=False),
         "AdamCM fused": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, fused=True),
@@ -68,19 +75,17 @@ def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
     return table[name]()
 
 
-BASELINE = {
-    "AdamCM fused": "torch Adam (fused)",
-    "AdamCG fused": "torch Adam (fused)",
-    "AdaMomentum fused": "torch Adam (fused)",
-    "SGDCM fused": "torch SGD mom. (foreach)",
-    "SGDCG fused": "torch SGD (foreach)",
-    "AdamCM": "torch Adam (fused)",
-    "AdamCM foreach=False": "torch Adam (fused)",
-    "AdamCG": "torch Adam (fused)",
-    "AdaMomentum": "torch Adam (fused)",
-    "SGDCM": "torch SGD mom. (foreach)",
-    "SGDCG": "torch SGD (foreach)",
+#: Base rule of each memoptim optimizer -> its torch.optim counterparts (the fastest one in the
+#: run is the baseline).
+COUNTERPARTS = {
+    "Adam": ["torch Adam (fused)", "torch Adam (foreach)"],
+    "SGD mom.": ["torch SGD mom. (fused)", "torch SGD mom. (foreach)"],
+    "SGD": ["torch SGD (fused)", "torch SGD (foreach)"],
 }
+BASE_RULE = {"AdamCM": "Adam", "AdamCG": "Adam", "AdaMomentum": "Adam", "SGDCM": "SGD mom.",
+             "SGDCG": "SGD"}
+#: State copies of the parameters per optimizer (C = buffer size): moments, slots, running sum.
+STATE_COPIES = {"AdamCM": 3, "AdamCG": 3, "SGDCM": 2, "SGDCG": 1, "AdaMomentum": 2}
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -97,6 +102,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=25, help="untimed steps (fills the buffers)")
     ap.add_argument("--only", nargs="*", help="subset of optimizer names")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--keys", choices=["cycle", "constant"], default="cycle",
+                    help="gradient scales: 'cycle' 0.5,1.5,2.5,3.5 (replacements on some steps); "
+                    "'constant' one gradient norm, so every offer beats the oldest, decayed key "
+                    "(a replacement on every step: the worst case)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,7 +115,7 @@ def main() -> None:
     print(f"{len(shapes)} tensors, {n / 1e6:.2f}M float32 parameters, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 
-    names = ["torch Adam (fused)", "torch Adam (foreach)", "torch SGD mom. (foreach)", "torch SGD (foreach)"]
+    names = [x for v in COUNTERPARTS.values() for x in v]
     for c in args.buffer_sizes:
         names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG") for v in ("", " fused")]
     names += [f"AdamCM foreach=False C={args.buffer_sizes[0]}", "AdaMomentum", "AdaMomentum fused"]
@@ -120,11 +129,12 @@ def main() -> None:
         runs[label] = (params, build(base, params, int(c) if c else 5))
 
     g = torch.Generator().manual_seed(1)
-    grads = [[torch.randn(s, generator=g) * (0.5 + k) for s in shapes] for k in range(4)]
+    base = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[b * (0.5 + k) for b in base] for k in range(4)]
 
     def one(label: str, k: int) -> None:
         params, opt = runs[label]
-        for p, gr in zip(params, grads[k % 4]):
+        for p, gr in zip(params, grads[0 if args.keys == "constant" else k % 4]):
             p.grad = gr
         opt.step()
 
@@ -136,27 +146,45 @@ def main() -> None:
             print(f"  warm-up of {label} (includes compilation): {time.perf_counter() - t0:.1f} s")
 
     times: dict[str, list[float]] = {x: [] for x in names}
+    before = {x: replacements(runs[x][1]) for x in names}
     for _ in range(args.rounds):
         for label in names:
             for k in range(args.steps):
                 t0 = time.perf_counter()
                 one(label, k)
                 times[label].append(time.perf_counter() - t0)
+    timed = args.rounds * args.steps
 
     med = {x: statistics.median(v) * 1e3 for x, v in times.items()}
-    print(f"\n{'optimizer':<28}{'ms/step':>9}{'vs baseline':>13}  baseline{'':<20}{'state B/param':>14}")
+    print(f"\nmedian of {timed} timed steps each; gradient scales: {args.keys}")
+    print(f"{'optimizer':<28}{'ms/step':>9}{'ratio':>8}  {'baseline':<26}{'repl.':>7}"
+          f"{'state B/param':>15}{'bound':>7}")
     for label in names:
-        base = label.partition(" C=")[0]
-        ref = BASELINE.get(base)
+        name, _, c = label.partition(" C=")
+        rule = BASE_RULE.get(name.split()[0])
+        ref = min(COUNTERPARTS[rule], key=lambda x: med.get(x, float("inf"))) if rule else None
         ratio = f"{med[label] / med[ref]:.2f}x" if ref in med else ""
-        sb = state_bytes(runs[label][1]) / n
-        print(f"{label:<28}{med[label]:>9.2f}{ratio:>13}  {ref or '':<28}{sb:>14.1f}")
+        opt = runs[label][1]
+        sb = state_bytes(opt) / n
+        copies = STATE_COPIES.get(name.split()[0])
+        bound = f"{4 * (copies + int(c or 0))}" if copies is not None else ""
+        rate = (replacements(opt) - before[label]) / timed if c else None
+        rep = f"{rate:.0%}" if rate is not None else ""
+        print(f"{label:<28}{med[label]:>9.2f}{ratio:>8}  {ref or '':<26}{rep:>7}{sb:>15.1f}{bound:>7}")
     for c1, c2 in zip(args.buffer_sizes, args.buffer_sizes[1:]):
         for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG", "AdamCM fused", "AdamCG fused", "SGDCM fused",
                   "SGDCG fused"):
             a, b = f"{m} C={c1}", f"{m} C={c2}"
             if a in med and b in med:
                 print(f"{m}: C={c2} / C={c1} step time = {med[b] / med[a]:.2f}")
+
+
+def replacements(opt: torch.optim.Optimizer) -> int:
+    """Steps on which the (group-priority) buffer replaced a slot, counted on one tensor."""
+    for st in opt.state.values():
+        if "critical_replacements" in st:
+            return int(st["critical_replacements"])
+    return 0
 
 
 if __name__ == "__main__":

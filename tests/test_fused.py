@@ -1,4 +1,8 @@
-"""The compiled (``fused=True``) path: same numbers as the reference, no data-dependent branch."""
+"""The torch.compile path of ``fused=True`` (what accelerators and the tensors the native CPU
+kernel does not handle get): same numbers as the reference, no data-dependent branch.
+
+Every test here switches the native kernel off (``MEMOPTIM_NATIVE=0``) so that the compiled
+rule is what runs; the native kernel has its own tests in ``test_native.py``."""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ import torch
 import memoptim
 from memoptim.optim import functional as F
 from test_equivalence import GRID_SHAPES, run_equivalence
+
+
+@pytest.fixture(autouse=True)
+def compiled_path(monkeypatch):
+    monkeypatch.setenv("MEMOPTIM_NATIVE", "0")
+
 
 # One config per rule exercising most features at once (two groups with different
 # priority modes, weight decay, amsgrad/maximize/momentum): each config compiles anew.

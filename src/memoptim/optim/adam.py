@@ -15,6 +15,7 @@ from memoptim.optim.base import (
     MemoryOptimizer,
     ParamsT,
     check_fused_foreach,
+    is_native,
     run_closure,
     select_kernel,
     step_tensor,
@@ -92,9 +93,10 @@ class _AdamMemory(MemoryOptimizer):
             params, grads, m, v, vmax, steps = init_adam_group(self, group)
             if not params:
                 continue
-            kernel, foreach, lr = select_kernel(type(self)._rule, group)
             buffers = self._buffers(group, params, params)
-            keys = self._keys(group, grads, True) if buffers is not None else None
+            kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, m, v, vmax),
+                                                buffers, steps)
+            keys = self._keys(group, grads, True, is_native(kernel)) if buffers is not None else None
             beta1, beta2 = group["betas"]
             kernel(
                 params, grads, m, v, vmax, steps, buffers, keys,
@@ -103,7 +105,7 @@ class _AdamMemory(MemoryOptimizer):
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 maximize=group["maximize"], decay=group["decay"], foreach=foreach,
             )
-            self._maybe_resync(buffers, steps)
+            self._maybe_resync(buffers, steps, kernel)
         return loss
 
 

@@ -76,7 +76,8 @@ class AdaMomentum(BaseOptimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            kernel, foreach, lr = select_kernel(F.adamomentum, group)
+            kernel, foreach, lr = select_kernel(F.adamomentum, group, (params, grads, m, v, vmax),
+                                                steps=steps)
             kernel(
                 params, grads, m, v, vmax, steps,
                 lr=lr, beta1=float(beta1), beta2=float(beta2), eps=group["eps"],

@@ -7,7 +7,7 @@ tensors of a parameter group, and hand them to the functional update rules in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -152,24 +152,33 @@ class MemoryOptimizer(BaseOptimizer):
             out.append(buf)
         return out
 
-    def _keys(self, group: dict[str, Any], grads: list[Tensor], foreach: bool) -> Tensor:
+    def _keys(self, group: dict[str, Any], grads: list[Tensor], foreach: bool,
+              native: bool = False) -> Tensor:
         """Priority keys, one per tensor: ``||g||_2`` or, in group mode, their sum over the group.
 
         Computed from the raw gradients (before weight decay or ``maximize``).  When a
         process group is initialised the keys come from
         :func:`memoptim.distributed.priority_keys`: norms of the *full* gradients of
         sharded (FSDP2/DTensor) parameters, group sums over the whole group under
-        ``ZeroRedundancyOptimizer``; identical on every rank.
+        ``ZeroRedundancyOptimizer``; identical on every rank.  ``native``: the norms come
+        from the native kernel's single read of each gradient (float64 accumulation).
         """
         if _distributed():
             from memoptim.distributed import priority_keys
 
             return priority_keys(self, group, grads, foreach)
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        if native:
+            from memoptim.optim.native import grad_norms
+
+            norms_t = grad_norms(grads).to(dtype)
+            if group["priority"] == "group":
+                return norms_t.sum().expand(len(grads))
+            return norms_t
         if foreach:
             norms = torch._foreach_norm(grads)
         else:
             norms = [torch.linalg.vector_norm(g) for g in grads]
-        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         device = grads[0].device
         norms_t = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
         if group["priority"] == "group":
@@ -177,9 +186,12 @@ class MemoryOptimizer(BaseOptimizer):
         return norms_t
 
     @staticmethod
-    def _maybe_resync(buffers: list[CriticalBuffer] | None, steps: list[Tensor]) -> None:
-        """Recompute running sums exactly every :data:`RESYNC_INTERVAL` steps (bounded drift)."""
-        if buffers is None:
+    def _maybe_resync(buffers: list[CriticalBuffer] | None, steps: list[Tensor],
+                      kernel: Callable[..., None] | None = None) -> None:
+        """Recompute running sums exactly every :data:`RESYNC_INTERVAL` steps (bounded drift).
+
+        The native kernels do this themselves (``kernel``: the one that ran the step)."""
+        if buffers is None or (kernel is not None and is_native(kernel)):
             return
         for b, s in zip(buffers, steps):
             if int(s) % RESYNC_INTERVAL == 0:
@@ -227,19 +239,34 @@ def _distributed() -> bool:
 
 
 def select_kernel(
-    rule: Callable[..., None], group: dict[str, Any]
+    rule: Callable[..., None],
+    group: dict[str, Any],
+    tensors: Sequence[Sequence[Tensor | None]] = (),
+    buffers: Sequence[CriticalBuffer] | None = None,
+    steps: Sequence[Tensor] = (),
 ) -> tuple[Callable[..., None], bool, float | Tensor]:
     """The execution path of ``rule`` for ``group``: ``(kernel, foreach, lr)``.
 
-    ``fused=True`` selects the ``torch.compile``-d per-tensor rule, with the
-    learning rate passed as a tensor so schedulers do not trigger recompilation.
+    ``fused=True`` selects, in this order: the native CPU kernel of
+    :mod:`memoptim.optim.native` when it handles ``tensors`` (``params, grads, *state``),
+    ``buffers`` and ``steps`` and is built; else the ``torch.compile``-d per-tensor rule,
+    with the learning rate passed as a tensor so schedulers do not trigger recompilation.
     """
     if group.get("fused"):
+        from memoptim.optim import native
+
+        if tensors and not _distributed() and native.supports(*tensors, buffers=buffers, steps=steps):
+            return getattr(native, rule.__name__), False, float(group["lr"])
         from memoptim.optim.functional import compiled
 
         return compiled(rule), False, torch.tensor(float(group["lr"]), dtype=torch.float64)
     foreach = True if group["foreach"] is None else bool(group["foreach"])
     return rule, foreach, float(group["lr"])
+
+
+def is_native(kernel: Callable[..., None]) -> bool:
+    """Whether ``kernel`` (from :func:`select_kernel`) is a native fused kernel."""
+    return getattr(kernel, "__module__", "") == "memoptim.optim.native"
 
 
 def check_fused_foreach(group: dict[str, Any]) -> None:
@@ -262,5 +289,14 @@ def run_closure(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
-__all__ = ["BaseOptimizer", "MemoryOptimizer", "ParamsT", "check_fused_foreach", "key_dtype", "run_closure",
-           "select_kernel", "step_tensor"]
+__all__ = [
+    "BaseOptimizer",
+    "MemoryOptimizer",
+    "ParamsT",
+    "check_fused_foreach",
+    "is_native",
+    "key_dtype",
+    "run_closure",
+    "select_kernel",
+    "step_tensor",
+]

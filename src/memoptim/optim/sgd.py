@@ -14,6 +14,7 @@ from memoptim.optim.base import (
     MemoryOptimizer,
     ParamsT,
     check_fused_foreach,
+    is_native,
     run_closure,
     select_kernel,
     step_tensor,
@@ -95,9 +96,10 @@ class _SGDMemory(MemoryOptimizer):
                 steps.append(step_tensor(state))
             if not params:
                 continue
-            kernel, foreach, lr = select_kernel(type(self)._rule, group)
             buffers = self._buffers(group, params, params)
-            keys = self._keys(group, grads, True) if buffers is not None else None
+            kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, bufs), buffers,
+                                                steps)
+            keys = self._keys(group, grads, True, is_native(kernel)) if buffers is not None else None
             kernel(
                 params, grads, bufs, steps, buffers, keys,
                 lr=lr, momentum=group["momentum"], dampening=group["dampening"],
@@ -107,7 +109,7 @@ class _SGDMemory(MemoryOptimizer):
             if group["momentum"]:
                 for p, b in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = b
-            self._maybe_resync(buffers, steps)
+            self._maybe_resync(buffers, steps, kernel)
         return loss
 
 

@@ -1,0 +1,189 @@
+r"""Native fused CPU kernels (``fused=True`` on CPU): one memory pass per tensor per step.
+
+The C++ source (``fused_cpu.cpp`` beside this file) is compiled on first use with
+:func:`torch.utils.cpp_extension.load` and cached in ``$TORCH_EXTENSIONS_DIR``
+(default ``~/.cache/torch_extensions``): about a minute once per machine and torch
+version, then milliseconds.  It needs a C++ compiler and ``ninja``; when the build
+fails, :func:`available` returns ``False``, a warning says why once, and
+``fused=True`` falls back to the :func:`torch.compile` path of
+:mod:`memoptim.optim.functional`.  Set ``MEMOPTIM_NATIVE=0`` to never use it.
+
+Each wrapper below has the signature of the rule of the same name in
+:mod:`memoptim.optim.functional` and the same semantics (the equivalence tests run
+both against the float64 reference).  Per step and group:
+
+1. :func:`grad_norms` reads every gradient once for the priority keys;
+2. the kernel, per tensor: decides insert/replace from the keys (scalar work),
+   then one loop updates the moments and the parameter, reading the running sum
+   for :math:`\operatorname{aggr}`, and -- only if the offer was accepted --
+   writes the chosen slot and moves the sum by ``new - old``; every
+   :data:`~memoptim.buffer.RESYNC_INTERVAL` steps it recomputes the sum exactly.
+
+So Adam+CM touches 9 numbers per parameter on a step without a replacement and
+12 with one, against Adam's 7 (the memory-traffic floor of the rule).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from memoptim.buffer import RESYNC_INTERVAL, CriticalBuffer
+
+__all__ = ["adam_cg", "adam_cm", "adamomentum", "available", "grad_norms", "sgd_cg", "sgd_cm",
+           "supports"]
+
+_SOURCE = Path(__file__).with_name("fused_cpu.cpp")
+_module: ModuleType | None = None
+_failed: str | None = None
+
+
+def _load() -> ModuleType | None:
+    global _module, _failed
+    if _module is not None or _failed is not None:
+        return _module
+    if os.environ.get("MEMOPTIM_NATIVE", "1") == "0":
+        _failed = "disabled by MEMOPTIM_NATIVE=0"
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        simd = _simd_flags()
+        _module = load(
+            # one build per instruction set, so a cache shared by different machines stays valid
+            name=f"memoptim_fused_cpu_{torch.backends.cpu.get_cpu_capability().lower()}",
+            sources=[str(_SOURCE)],
+            # -fno-math-errno and -fno-trapping-math let the loops vectorise (sqrt; selects) without
+            # changing any result; -ffp-contract=off keeps a*b+c rounded as the eager kernels round
+            # it; no -ffast-math: NaN/inf and rounding stay IEEE.
+            extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+                          "-ffp-contract=off", *simd],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # no compiler, no ninja, read-only cache, ...
+        _failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        warnings.warn(
+            f"memoptim: the native fused CPU kernel could not be built ({_failed}); "
+            "fused=True falls back to torch.compile",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _module
+
+
+def _simd_flags() -> list[str]:
+    """Vector instruction flags for the CPU torch itself dispatches to (AVX2 / AVX-512)."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap.startswith("AVX512"):
+        return ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
+    if cap == "AVX2":
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def available() -> bool:
+    """Whether the native kernel is built (building it on the first call)."""
+    return _load() is not None
+
+
+def supports(params: Sequence[Tensor], grads: Sequence[Tensor], *states: Sequence[Tensor | None],
+             buffers: Sequence[CriticalBuffer] | None = None, steps: Sequence[Tensor] = ()) -> bool:
+    """Whether the native kernel handles these tensors (builds it on first use; ``False`` if
+    it cannot be built).
+
+    Handled: float32 or float64 parameters that are contiguous CPU tensors, with state
+    (``states``: per-tensor lists, or empty ones) of the same dtype, shape and layout, dense CPU
+    gradients of the same dtype (a non-contiguous one is read through a contiguous copy), 0-d
+    float32 CPU step counters (``steps``, if given), and buffer values in the parameter dtype or,
+    for float32 parameters, bfloat16.  Runs in C++: cheap enough for every step.
+    """
+    if os.environ.get("MEMOPTIM_NATIVE", "1") == "0" or _load() is None:
+        return False
+    plist = list(params)
+    lists = [[p if t is None else t for p, t in zip(plist, s)] if len(s) else [] for s in states]
+    values, sums, keys, _, _ = _buffer_lists(buffers, None)
+    return _module.supports(plist, list(grads), lists, list(steps) or [torch.zeros(())] * len(plist),
+                            values, sums, keys)
+
+
+def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
+    """The gradients as contiguous tensors (a copy only of a non-contiguous one)."""
+    return [g if g.is_contiguous() else g.contiguous() for g in grads]
+
+
+def grad_norms(grads: Sequence[Tensor]) -> Tensor:
+    """``||g||_2`` of every tensor as a float64 tensor of shape ``(N,)`` (one read of each;
+    chunked partial sums added in a fixed order, so independent of the thread count)."""
+    return _load().grad_norms(_dense(grads))
+
+
+def _buffer_lists(buffers: Sequence[CriticalBuffer] | None, keys: Tensor | None):
+    if buffers is None:
+        return [], [], [], [], _NO_KEYS
+    offered = _NO_KEYS if keys is None else keys.to(torch.float64).contiguous()
+    return ([b.values for b in buffers], [b.total for b in buffers], [b.keys for b in buffers],
+            [b.replacements_tensor for b in buffers], offered)
+
+
+_NO_KEYS = torch.empty(0, dtype=torch.float64)
+
+
+def _adam(mode: int, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *,
+          lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, decay) -> None:
+    values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
+    _load().adam_step(list(params), _dense(grads), list(exp_avgs), list(exp_avg_sqs),
+                      list(max_exp_avg_sqs) if amsgrad else [], list(steps), values, sums, bkeys, repl,
+                      offered, float(lr), beta1, beta2, float(eps), float(weight_decay), bool(amsgrad),
+                      bool(decoupled_weight_decay), bool(maximize), float(decay), mode,
+                      RESYNC_INTERVAL)
+
+
+def adam_cm(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *, foreach=None,
+            **hyper) -> None:
+    """Native :func:`memoptim.optim.functional.adam_cm`."""
+    _adam(0, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, **hyper)
+
+
+def adam_cg(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *, foreach=None,
+            **hyper) -> None:
+    """Native :func:`memoptim.optim.functional.adam_cg`."""
+    _adam(1, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, **hyper)
+
+
+def adamomentum(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, foreach=None,
+                **hyper) -> None:
+    """Native :func:`memoptim.optim.functional.adamomentum`."""
+    _adam(2, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, None, None, decay=1.0, **hyper)
+
+
+def _sgd(mode: int, params, grads, momentum_buffers, steps, buffers, keys, *, lr, momentum, dampening,
+         weight_decay, maximize, decay) -> None:
+    seed: list[int] = []
+    moms: list[Tensor] = []
+    if momentum:
+        for i, b in enumerate(momentum_buffers):
+            seed.append(b is None)
+            if b is None:  # created here, seeded by the kernel (b_1 = x_1); the caller stores it
+                momentum_buffers[i] = torch.zeros_like(params[i], memory_format=torch.contiguous_format)
+        moms = list(momentum_buffers)
+    values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
+    _load().sgd_step(list(params), _dense(grads), moms, seed, list(steps), values, sums, bkeys, repl, offered,
+                     float(lr), float(momentum), float(dampening), float(weight_decay), bool(maximize),
+                     float(decay), mode, RESYNC_INTERVAL)
+
+
+def sgd_cm(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:
+    """Native :func:`memoptim.optim.functional.sgd_cm`."""
+    _sgd(0, params, grads, momentum_buffers, steps, buffers, keys, **hyper)
+
+
+def sgd_cg(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:
+    """Native :func:`memoptim.optim.functional.sgd_cg`."""
+    _sgd(1, params, grads, momentum_buffers, steps, buffers, keys, **hyper)
