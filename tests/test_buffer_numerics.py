@@ -24,10 +24,11 @@ def _sum_error(buf: CriticalBuffer) -> float:
     return float((buf.total.to(torch.float64) - exact).abs().max() / exact.abs().max())
 
 
+@pytest.mark.parametrize("fused", [False, True])  # eager; native kernel (its own resync)
 @pytest.mark.parametrize("cls", [memoptim.AdamCG, memoptim.SGDCG])
-def test_float32_running_sum_drift_after_10000_steps(cls):
+def test_float32_running_sum_drift_after_10000_steps(cls, fused):
     p = torch.zeros(64, requires_grad=True)
-    opt = cls([p], lr=1e-4, buffer_size=5, decay=0.9)
+    opt = cls([p], lr=1e-4, buffer_size=5, decay=0.9, fused=fused)
     steps = 10_000
     assert steps % RESYNC_INTERVAL != 0  # measured between two exact recomputations
     _drive(opt, [p], steps)
@@ -36,9 +37,10 @@ def test_float32_running_sum_drift_after_10000_steps(cls):
     assert _sum_error(buf) < 1e-5
 
 
-def test_bfloat16_buffer_sum_stays_exact_where_a_bf16_running_sum_drifts():
+@pytest.mark.parametrize("fused", [False, True])
+def test_bfloat16_buffer_sum_stays_exact_where_a_bf16_running_sum_drifts(fused):
     p = torch.zeros(64, requires_grad=True)
-    opt = memoptim.AdamCG([p], lr=1e-4, buffer_dtype=torch.bfloat16, decay=0.9)
+    opt = memoptim.AdamCG([p], lr=1e-4, buffer_dtype=torch.bfloat16, decay=0.9, fused=fused)
     _drive(opt, [p], 3000, seed=1)
     buf = CriticalBuffer.from_state(opt.state[p])
     assert buf.values.dtype == torch.bfloat16 and buf.total.dtype == torch.float32

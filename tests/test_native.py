@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
 
 import memoptim
 from memoptim.optim import native
@@ -17,6 +18,7 @@ from test_equivalence import (
     GRID_SHAPES,
     SGD_CONFIGS,
     SGD_OVERRIDES,
+    problems,
     run_equivalence,
 )
 
@@ -79,6 +81,37 @@ def test_disable_memory_mid_run(name, native_calls):
     run_equivalence(name, GRID_SHAPES, {"lr": 0.01, "fused": True, "buffer_size": 3}, seed=5,
                     none_prob=0.2, disable_at=12)
     assert native_calls["n"] > 0
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_float32_parameters_follow_the_reference(name, native_calls):
+    """float32 parameters (float32 keys and sums): the reference's rule up to float32 rounding."""
+    hyper = {"lr": 0.01, "weight_decay": 0.01}
+    if name != "AdaMomentum":
+        hyper["buffer_size"] = 3
+    _run(name, hyper, None, 9, native_calls, dtype=torch.float32, tol=2e-5)
+
+
+@pytest.mark.parametrize("name", list(RULES))
+@settings(max_examples=15)
+@given(problem=problems())
+def test_hypothesis_shapes_match_reference(name, problem):
+    """Any shapes, including 0-d and empty tensors, several groups (contiguous: the native path)."""
+    shapes, _ = problem
+    calls = {"n": 0}
+    rule = getattr(native, RULES[name])
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return rule(*args, **kwargs)
+
+    setattr(native, RULES[name], counted)
+    try:
+        hyper = {"lr": 0.02, "fused": True} | ({} if name == "AdaMomentum" else {"buffer_size": 2})
+        run_equivalence(name, shapes, hyper, seed=len(shapes), steps=12, none_prob=0.2)
+    finally:
+        setattr(native, RULES[name], rule)
+    assert calls["n"] > 0
 
 
 def _pair(name, shapes, seed=0, **hyper):
