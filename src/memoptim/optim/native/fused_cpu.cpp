@@ -2,17 +2,18 @@
 //
 // Why a hand-written kernel: the rules of memoptim.optim.functional, run as torch ops, make
 // one pass over memory per operation; compiled by inductor they still make ~14 passes for
-// Adam+CM because the buffer slot is a read-modify-write that inductor materialises.  Here
-// each tensor is visited once: the priority keys come from one read of the gradients
-// (grad_norms), the insert/replace decision is a few scalar operations on the keys, and one
-// loop then updates the moments, the parameter and -- only when the decision accepted the
-// offer -- the chosen slot and the running sum.  The per-element maths is written in the
-// same order as the eager kernels, so results agree with them to rounding.
+// Adam+CM because the buffer slot is a read-modify-write that inductor materialises.  Here a
+// step is two passes over the group: grad_norms reads every gradient once for the priority
+// keys; then, per tensor, the insert/replace decision is a few scalar operations on its keys,
+// and one loop updates the moments and the parameter and -- only when the offer was accepted
+// -- writes the chosen slot and moves the running sum.  Each pass is one parallel region over
+// all the tensors of the group (see `cut`).  The per-element maths follows the eager kernels
+// operation by operation (no FMA contraction), so results agree with them to rounding.
 //
 // Semantics are those of memoptim.buffer.offer and memoptim.optim.functional; see there (and
 // the project's spec) for the equations.  Supported: CPU, dense, contiguous tensors; float32
 // or float64 parameters; buffer values in the parameter dtype or, for float32 parameters,
-// bfloat16.  The Python side checks this and falls back to torch.compile otherwise.
+// bfloat16.  `supports` checks this; the Python side falls back to torch.compile otherwise.
 
 #include <torch/extension.h>
 
@@ -28,40 +29,51 @@ namespace {
 using at::Tensor;
 using TensorList = std::vector<Tensor>;
 
-// Elements per parallel chunk: large enough that a chunk amortises the thread hand-off,
-// small enough that mid-sized tensors still use both cores.
-constexpr int64_t kGrain = 1 << 15;
-
-// Norm partial sums are taken over fixed chunks and added in order, so the key does not
+// Work is cut into items of at most kChunk elements of one tensor, and all the items of a
+// step (every tensor of the group) go through ONE parallel region: a region per tensor would
+// cost a thread hand-off per tensor (~100 per step for a ResNet), and small tensors would run
+// serially.  The cut is fixed, so norms (partial sums per item, added in item order) do not
 // depend on the number of threads.
-constexpr int64_t kNormChunk = 1 << 14;
+constexpr int64_t kChunk = 1 << 14;
+
+struct Item {
+  int64_t job, begin, end;
+};
+
+std::vector<Item> cut(const std::vector<int64_t>& sizes) {
+  std::vector<Item> items;
+  for (size_t j = 0; j < sizes.size(); ++j) {
+    for (int64_t b = 0; b < sizes[j]; b += kChunk) {
+      items.push_back({static_cast<int64_t>(j), b, std::min(sizes[j], b + kChunk)});
+    }
+  }
+  return items;
+}
+
+// f(item index, item) for every item, the items split evenly between the threads.
+template <typename F>
+void for_items(const std::vector<Item>& items, const F& f) {
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) f(i, items[i]);
+  });
+}
 
 template <typename T>
-double sum_squares(const T* x, int64_t n) {
-  const int64_t chunks = (n + kNormChunk - 1) / kNormChunk;
-  std::vector<double> partial(chunks, 0.0);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t b = c * kNormChunk, e = std::min(n, b + kNormChunk);
-      // Eight independent lanes in a fixed order: vectorisable and deterministic.
-      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t j = b;
-      for (; j + 8 <= e; j += 8) {
-        for (int l = 0; l < 8; ++l) {
-          const double v = static_cast<double>(x[j + l]);
-          acc[l] += v * v;
-        }
-      }
-      for (; j < e; ++j) {
-        const double v = static_cast<double>(x[j]);
-        acc[0] += v * v;
-      }
-      partial[c] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+double sum_squares(const T* __restrict__ x, int64_t b, int64_t e) {
+  // Eight independent lanes in a fixed order: vectorisable and deterministic.
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = b;
+  for (; j + 8 <= e; j += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const double v = static_cast<double>(x[j + l]);
+      acc[l] += v * v;
     }
-  });
-  double total = 0.0;
-  for (double p : partial) total += p;
-  return total;
+  }
+  for (; j < e; ++j) {
+    const double v = static_cast<double>(x[j]);
+    acc[0] += v * v;
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 // One buffer's insert/replace decision (memoptim.buffer.offer), then the key decay.
@@ -91,15 +103,6 @@ inline T lerp(T start, T end, T weight) {
   const T low = start + weight * (end - start), high = end - (end - start) * (T(1) - weight);
   return weight < T(0.5) ? low : high;
 }
-
-// The buffer of one tensor as the kernels see it.
-template <typename B, typename A>
-struct Slot {
-  A* sum = nullptr;      // running sum: read for the aggregation, moved when the offer is accepted;
-                         // null when the memory is off
-  B* value = nullptr;    // the chosen slot, or null when the offer was refused
-  A inv_capacity = A(0);
-};
 
 // Stores x into the accepted slot and moves the running sum by (new - old), as
 // memoptim.buffer.offer does: values in the buffer dtype, the sum in its wider dtype.
@@ -167,9 +170,24 @@ void adam_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T
   }
 }
 
+// One tensor's share of an Adam-family step: pointers, the slot decision, its scalars, and the
+// instantiation of adam_range that fits its dtypes and options.
+struct AdamJob {
+  void (*run)(const AdamJob&, int64_t, int64_t);
+  void* p;
+  const void* g;
+  void* m;
+  void* v;
+  void* vmax;
+  void* sum;    // null: memory off
+  void* value;  // the accepted slot, or null
+  double inv_capacity;
+  AdamScalars k;
+};
+
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool AMSGRAD>
-void adam_loop(T* p, const T* g, T* m, T* v, T* vmax, const Slot<B, A>& s, int64_t n,
-               const AdamScalars& k) {
+void adam_job(const AdamJob& j, int64_t b, int64_t e) {
+  const AdamScalars& k = j.k;
   const T wd = static_cast<T>(k.weight_decay);
   const AdamConsts<T> c{
       static_cast<T>(1.0 - k.beta1), static_cast<T>(k.beta2), static_cast<T>(1.0 - k.beta2),
@@ -179,27 +197,32 @@ void adam_loop(T* p, const T* g, T* m, T* v, T* vmax, const Slot<B, A>& s, int64
       static_cast<T>(k.step_size),
       // as the eager path: divide by sqrt(1 - beta2^t), computed in double, rounded to T
       static_cast<T>(k.sqrt_bc2)};
-  B* const value = s.value;
-  A* const sum = s.sum;
-  const A inv_c = s.inv_capacity;
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, AMSGRAD>(p, g, m, v, vmax, sum, value, inv_c, c, b, e);
-  });
+  adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, AMSGRAD>(
+      static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.m), static_cast<T*>(j.v),
+      static_cast<T*>(j.vmax), static_cast<A*>(j.sum), static_cast<B*>(j.value),
+      static_cast<A>(j.inv_capacity), c, b, e);
 }
 
 template <typename T, typename B, typename A, int64_t MODE, bool AMSGRAD>
-void adam_dispatch_buf(T* p, const T* g, T* m, T* v, T* vmax, const Slot<B, A>& s, int64_t n,
-                       const AdamScalars& k) {
-  if (s.sum == nullptr) adam_loop<T, B, A, MODE, false, false, AMSGRAD>(p, g, m, v, vmax, s, n, k);
-  else if (s.value == nullptr) adam_loop<T, B, A, MODE, true, false, AMSGRAD>(p, g, m, v, vmax, s, n, k);
-  else adam_loop<T, B, A, MODE, true, true, AMSGRAD>(p, g, m, v, vmax, s, n, k);
+auto pick_adam_buf(bool has_buf, bool accept) -> void (*)(const AdamJob&, int64_t, int64_t) {
+  if (!has_buf) return &adam_job<T, B, A, MODE, false, false, AMSGRAD>;
+  if (!accept) return &adam_job<T, B, A, MODE, true, false, AMSGRAD>;
+  return &adam_job<T, B, A, MODE, true, true, AMSGRAD>;
 }
 
-template <typename T, typename B, typename A, int64_t MODE>
-void adam_dispatch(T* p, const T* g, T* m, T* v, T* vmax, const Slot<B, A>& s, int64_t n,
-                   const AdamScalars& k) {
-  if (k.amsgrad) adam_dispatch_buf<T, B, A, MODE, true>(p, g, m, v, vmax, s, n, k);
-  else adam_dispatch_buf<T, B, A, MODE, false>(p, g, m, v, vmax, s, n, k);
+template <typename T, typename B, typename A>
+auto pick_adam(int64_t mode, bool amsgrad, bool has_buf, bool accept)
+    -> void (*)(const AdamJob&, int64_t, int64_t) {
+  if (mode == kCriticalMomenta) {
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalMomenta, true>(has_buf, accept)
+                   : pick_adam_buf<T, B, A, kCriticalMomenta, false>(has_buf, accept);
+  }
+  if (mode == kCriticalGradients) {
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalGradients, true>(has_buf, accept)
+                   : pick_adam_buf<T, B, A, kCriticalGradients, false>(has_buf, accept);
+  }
+  return amsgrad ? pick_adam_buf<T, B, A, kAdaMomentum, true>(false, false)
+                 : pick_adam_buf<T, B, A, kAdaMomentum, false>(false, false);
 }
 
 struct SGDScalars {
@@ -245,36 +268,46 @@ void sgd_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, 
   }
 }
 
+struct SGDJob {
+  void (*run)(const SGDJob&, int64_t, int64_t);
+  void* p;
+  const void* g;
+  void* mom;    // null: no momentum
+  void* sum;    // null: memory off
+  void* value;  // the accepted slot, or null
+  double inv_capacity;
+  SGDScalars k;
+  bool seed;    // the momentum buffer was created (zero-filled) this step
+};
+
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool MOMENTUM>
-void sgd_loop(T* p, const T* g, T* mom, bool seed, const Slot<B, A>& s, int64_t n,
-              const SGDScalars& k) {
-  // A momentum buffer created this step (zero-filled) is seeded with b_1 = x_1 as
-  // 0 * b + 1 * x, so that the loop stays branch-free.
-  const SGDConsts<T> c{seed ? T(0) : static_cast<T>(k.momentum),
-                       seed ? T(1) : static_cast<T>(1.0 - k.dampening),
-                       static_cast<T>(k.weight_decay), static_cast<T>(k.lr),
-                       k.maximize ? T(-1) : T(1)};
-  B* const value = s.value;
-  A* const sum = s.sum;
-  const A inv_c = s.inv_capacity;
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, MOMENTUM>(p, g, mom, sum, value, inv_c, c, b, e);
-  });
+void sgd_job(const SGDJob& j, int64_t b, int64_t e) {
+  // A fresh momentum buffer is seeded with b_1 = x_1 as 0 * b + 1 * x: no branch in the loop.
+  const SGDConsts<T> c{j.seed ? T(0) : static_cast<T>(j.k.momentum),
+                       j.seed ? T(1) : static_cast<T>(1.0 - j.k.dampening),
+                       static_cast<T>(j.k.weight_decay), static_cast<T>(j.k.lr),
+                       j.k.maximize ? T(-1) : T(1)};
+  sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, MOMENTUM>(
+      static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.mom), static_cast<A*>(j.sum),
+      static_cast<B*>(j.value), static_cast<A>(j.inv_capacity), c, b, e);
 }
 
 template <typename T, typename B, typename A, int64_t MODE, bool MOMENTUM>
-void sgd_dispatch_buf(T* p, const T* g, T* mom, bool seed, const Slot<B, A>& s, int64_t n,
-                      const SGDScalars& k) {
-  if (s.sum == nullptr) sgd_loop<T, B, A, MODE, false, false, MOMENTUM>(p, g, mom, seed, s, n, k);
-  else if (s.value == nullptr) sgd_loop<T, B, A, MODE, true, false, MOMENTUM>(p, g, mom, seed, s, n, k);
-  else sgd_loop<T, B, A, MODE, true, true, MOMENTUM>(p, g, mom, seed, s, n, k);
+auto pick_sgd_buf(bool has_buf, bool accept) -> void (*)(const SGDJob&, int64_t, int64_t) {
+  if (!has_buf) return &sgd_job<T, B, A, MODE, false, false, MOMENTUM>;
+  if (!accept) return &sgd_job<T, B, A, MODE, true, false, MOMENTUM>;
+  return &sgd_job<T, B, A, MODE, true, true, MOMENTUM>;
 }
 
-template <typename T, typename B, typename A, int64_t MODE>
-void sgd_dispatch(T* p, const T* g, T* mom, bool seed, const Slot<B, A>& s, int64_t n,
-                  const SGDScalars& k) {
-  if (mom != nullptr) sgd_dispatch_buf<T, B, A, MODE, true>(p, g, mom, seed, s, n, k);
-  else sgd_dispatch_buf<T, B, A, MODE, false>(p, g, mom, seed, s, n, k);
+template <typename T, typename B, typename A>
+auto pick_sgd(int64_t mode, bool momentum, bool has_buf, bool accept)
+    -> void (*)(const SGDJob&, int64_t, int64_t) {
+  if (mode == kSGDCriticalMomenta) {
+    return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalMomenta, true>(has_buf, accept)
+                    : pick_sgd_buf<T, B, A, kSGDCriticalMomenta, false>(has_buf, accept);
+  }
+  return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalGradients, true>(has_buf, accept)
+                  : pick_sgd_buf<T, B, A, kSGDCriticalGradients, false>(has_buf, accept);
 }
 
 // The buffer arguments of one call: either all empty (memory off) or one entry per tensor.
@@ -288,21 +321,22 @@ struct Buffers {
 
   bool on() const { return !values.empty(); }
 
-  // Decides for tensor i and returns the slot view the elementwise loop uses.
-  template <typename B, typename A>
-  Slot<B, A> take(size_t i) const {
-    Slot<B, A> s;
-    if (!on()) return s;
+  // Decides for tensor i (insert/replace, key decay); returns the accepted slot's first element
+  // (null if refused) and sets the running sum and 1/C.
+  void* take(size_t i, void** sum, double* inv_capacity) const {
+    *sum = nullptr;
+    *inv_capacity = 0.0;
+    if (!on()) return nullptr;
     const int64_t capacity = values[i].size(0);
     int64_t* repl = replacements[i].data_ptr<int64_t>();
     const double key = offered.data_ptr<double>()[i];
     int64_t slot;
     if (keys[i].scalar_type() == at::kDouble) slot = decide(keys[i].data_ptr<double>(), capacity, key, decay, repl);
     else slot = decide(keys[i].data_ptr<float>(), capacity, key, decay, repl);
-    s.sum = sums[i].data_ptr<A>();
-    s.inv_capacity = static_cast<A>(1.0 / static_cast<double>(capacity));
-    if (slot >= 0) s.value = values[i].data_ptr<B>() + slot * (values[i].numel() / capacity);
-    return s;
+    *sum = sums[i].data_ptr();
+    *inv_capacity = 1.0 / static_cast<double>(capacity);
+    if (slot < 0) return nullptr;
+    return static_cast<char*>(values[i].data_ptr()) + slot * (values[i].numel() / capacity) * values[i].element_size();
   }
 };
 
@@ -313,24 +347,22 @@ double next_step(const Tensor& step) {
   return static_cast<double>(*s);
 }
 
-// Calls f with the C++ types of (parameter, buffer value, running sum) for tensor i.
+// Calls f(T{}, B{}, A{}) with the C++ types of (parameter, buffer value, running sum) of tensor i.
 template <typename F>
-void with_types(const Tensor& param, const Buffers& bufs, size_t i, F&& f) {
+auto with_types(const Tensor& param, const Buffers& bufs, size_t i, F&& f) {
   const bool bf16 = bufs.on() && bufs.values[i].scalar_type() == at::kBFloat16;
+  TORCH_CHECK(param.scalar_type() == at::kFloat || param.scalar_type() == at::kDouble,
+              "memoptim native kernel: unsupported parameter dtype ", param.scalar_type());
   if (param.scalar_type() == at::kDouble) {
     TORCH_CHECK(!bf16, "memoptim native kernel: bfloat16 buffers of float64 parameters are not supported");
-    f(double{}, double{}, double{});
-  } else if (param.scalar_type() == at::kFloat) {
-    if (bf16) f(float{}, c10::BFloat16{}, float{});
-    else f(float{}, float{}, float{});
-  } else {
-    TORCH_CHECK(false, "memoptim native kernel: unsupported parameter dtype ", param.scalar_type());
+    return f(double{}, double{}, double{});
   }
+  if (bf16) return f(float{}, c10::BFloat16{}, float{});
+  return f(float{}, float{}, float{});
 }
 
-template <typename T>
-T* ptr_or_null(const TensorList& list, size_t i) {
-  return list.empty() || !list[i].defined() ? nullptr : list[i].data_ptr<T>();
+void* ptr_or_null(const TensorList& list, size_t i) {
+  return list.empty() || !list[i].defined() ? nullptr : list[i].data_ptr();
 }
 
 bool plain_cpu(const Tensor& t) {
@@ -387,14 +419,24 @@ bool supports(const TensorList& params, const TensorList& grads, const std::vect
 
 // ||g||_2 of every tensor, as a float64 tensor of shape (N,), from one read of each.
 Tensor grad_norms(const TensorList& grads) {
-  Tensor out = at::empty({static_cast<int64_t>(grads.size())}, at::kDouble);
-  double* o = out.data_ptr<double>();
-  for (size_t i = 0; i < grads.size(); ++i) {
-    const Tensor& g = grads[i];
-    if (g.scalar_type() == at::kDouble) o[i] = std::sqrt(sum_squares(g.data_ptr<double>(), g.numel()));
-    else if (g.scalar_type() == at::kFloat) o[i] = std::sqrt(sum_squares(g.data_ptr<float>(), g.numel()));
-    else TORCH_CHECK(false, "memoptim native kernel: unsupported gradient dtype ", g.scalar_type());
+  std::vector<int64_t> sizes;
+  for (const Tensor& g : grads) {
+    TORCH_CHECK(g.scalar_type() == at::kFloat || g.scalar_type() == at::kDouble,
+                "memoptim native kernel: unsupported gradient dtype ", g.scalar_type());
+    TORCH_CHECK(g.is_contiguous(), "memoptim native kernel: gradients must be contiguous");
+    sizes.push_back(g.numel());
   }
+  const std::vector<Item> items = cut(sizes);
+  std::vector<double> partial(items.size());
+  for_items(items, [&](int64_t i, const Item& it) {
+    const Tensor& g = grads[it.job];
+    partial[i] = g.scalar_type() == at::kDouble ? sum_squares(g.data_ptr<double>(), it.begin, it.end)
+                                                 : sum_squares(g.data_ptr<float>(), it.begin, it.end);
+  });
+  Tensor out = at::zeros({static_cast<int64_t>(grads.size())}, at::kDouble);
+  double* o = out.data_ptr<double>();
+  for (size_t i = 0; i < items.size(); ++i) o[items[i].job] += partial[i];  // item order: fixed
+  for (size_t j = 0; j < grads.size(); ++j) o[j] = std::sqrt(o[j]);
   return out;
 }
 
@@ -407,28 +449,29 @@ void adam_step(const TensorList& params, const TensorList& grads, const TensorLi
                bool amsgrad, bool decoupled, bool maximize, double decay, int64_t mode,
                int64_t resync_interval) {
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
+  std::vector<AdamJob> jobs(params.size());
+  std::vector<int64_t> sizes(params.size());
+  std::vector<double> t(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const double t = next_step(steps[i]);
-    AdamScalars k{lr, beta1, beta2, eps, weight_decay, 0.0, 0.0, amsgrad, decoupled, maximize};
-    k.step_size = -lr / (1.0 - std::pow(beta1, t));
-    k.sqrt_bc2 = std::sqrt(1.0 - std::pow(beta2, t));
-    const int64_t n = params[i].numel();
-    with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
-      using T = decltype(t_tag);
-      using B = decltype(b_tag);
-      using A = decltype(a_tag);
-      const Slot<B, A> s = bufs.take<B, A>(i);
-      T* p = params[i].data_ptr<T>();
-      const T* g = grads[i].data_ptr<T>();
-      T* m = exp_avgs[i].data_ptr<T>();
-      T* v = exp_avg_sqs[i].data_ptr<T>();
-      T* vmax = ptr_or_null<T>(max_exp_avg_sqs, i);
-      if (mode == kCriticalMomenta) adam_dispatch<T, B, A, kCriticalMomenta>(p, g, m, v, vmax, s, n, k);
-      else if (mode == kCriticalGradients) adam_dispatch<T, B, A, kCriticalGradients>(p, g, m, v, vmax, s, n, k);
-      else adam_dispatch<T, B, A, kAdaMomentum>(p, g, m, v, vmax, s, n, k);
+    t[i] = next_step(steps[i]);
+    AdamJob& j = jobs[i];
+    j.k = AdamScalars{lr, beta1, beta2, eps, weight_decay, 0.0, 0.0, amsgrad, decoupled, maximize};
+    j.k.step_size = -lr / (1.0 - std::pow(beta1, t[i]));
+    j.k.sqrt_bc2 = std::sqrt(1.0 - std::pow(beta2, t[i]));
+    j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    j.p = params[i].data_ptr();
+    j.g = grads[i].data_ptr();
+    j.m = exp_avgs[i].data_ptr();
+    j.v = exp_avg_sqs[i].data_ptr();
+    j.vmax = ptr_or_null(max_exp_avg_sqs, i);
+    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr;
+    j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
+      return pick_adam<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, amsgrad, has_buf, accept);
     });
-    maybe_resync(bufs, i, t, resync_interval);
+    sizes[i] = params[i].numel();
   }
+  for_items(cut(sizes), [&](int64_t, const Item& it) { jobs[it.job].run(jobs[it.job], it.begin, it.end); });
+  for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
 }
 
 // One SGD+CM (mode 0) or SGD+CG (mode 1) step.  momentum_buffers is empty when momentum is 0;
@@ -441,23 +484,26 @@ void sgd_step(const TensorList& params, const TensorList& grads, const TensorLis
               int64_t resync_interval) {
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
   const SGDScalars k{lr, momentum, dampening, weight_decay, maximize};
+  std::vector<SGDJob> jobs(params.size());
+  std::vector<int64_t> sizes(params.size());
+  std::vector<double> t(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const double t = next_step(steps[i]);
-    const int64_t n = params[i].numel();
-    with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
-      using T = decltype(t_tag);
-      using B = decltype(b_tag);
-      using A = decltype(a_tag);
-      const Slot<B, A> s = bufs.take<B, A>(i);
-      T* p = params[i].data_ptr<T>();
-      const T* g = grads[i].data_ptr<T>();
-      T* mom = ptr_or_null<T>(momentum_buffers, i);
-      const bool fresh = !seed.empty() && seed[i] != 0;
-      if (mode == kSGDCriticalMomenta) sgd_dispatch<T, B, A, kSGDCriticalMomenta>(p, g, mom, fresh, s, n, k);
-      else sgd_dispatch<T, B, A, kSGDCriticalGradients>(p, g, mom, fresh, s, n, k);
+    t[i] = next_step(steps[i]);
+    SGDJob& j = jobs[i];
+    j.k = k;
+    j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    j.p = params[i].data_ptr();
+    j.g = grads[i].data_ptr();
+    j.mom = ptr_or_null(momentum_buffers, i);
+    j.seed = !seed.empty() && seed[i] != 0;
+    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr, has_mom = j.mom != nullptr;
+    j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
+      return pick_sgd<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, has_mom, has_buf, accept);
     });
-    maybe_resync(bufs, i, t, resync_interval);
+    sizes[i] = params[i].numel();
   }
+  for_items(cut(sizes), [&](int64_t, const Item& it) { jobs[it.job].run(jobs[it.job], it.begin, it.end); });
+  for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
