@@ -18,7 +18,7 @@ import torch.distributed as dist
 from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
 from memoptim.buffer import CriticalBuffer
 from memoptim.distributed import enable_dtensor_buffers, launch
-from memoptim.optim import base
+from memoptim.optim import base, native
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -40,9 +40,9 @@ OPTIMIZERS = {
 }
 
 
-def _build(name, params, priority):
+def _build(name, params, priority, fused=None):
     cls, kw = OPTIMIZERS[name]
-    kw = dict(kw)
+    kw = dict(kw, fused=fused) if fused else dict(kw)
     if name != "AdaMomentum":
         kw["priority"] = priority
     return cls(params, **kw)
@@ -126,23 +126,28 @@ def _ddp_worker(rank, world):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.set_default_dtype(torch.float64)
-    for name in ("AdamCM", "SGDCG", "SAM[AdamCM]"):
-        for priority in ("group", "tensor"):
-            ref = _model()
-            ddp = DDP(_model())
-            ref_opt = _build(name, ref.parameters(), priority)
-            opt = _build(name, ddp.parameters(), priority)
+    # fused: the native CPU kernel, with the priority keys of memoptim.distributed
+    for name, priority, fused in [(n, pr, False) for n in ("AdamCM", "SGDCG", "SAM[AdamCM]")
+                                  for pr in ("group", "tensor")] + [("AdamCM", "group", True),
+                                                                    ("SGDCG", "tensor", True)]:
+        ref = _model()
+        ddp = DDP(_model())
+        ref_opt = _build(name, ref.parameters(), priority)
+        opt = _build(name, ddp.parameters(), priority, fused)
+        rule = type(getattr(opt, "base_optimizer", opt))._rule.__name__
+        with mock.patch.object(native, rule, wraps=getattr(native, rule)) as kernel:
             for x, y in _batches(STEPS):
                 _step(ref, ref_opt, x, y, reference=True)
                 _step(ddp, opt, _local(x, rank, world), _local(y, rank, world))
-            what = f"DDP {name} priority={priority}"
-            for (pname, p), q in zip(ddp.module.named_parameters(), ref.parameters()):
-                _same_on_all_ranks(p, f"{what} {pname}")
-                _close(p, q, f"{what} {pname}")
-                b, rb = CriticalBuffer.from_state(_state(opt)[p]), CriticalBuffer.from_state(_state(ref_opt)[q])
-                _same_on_all_ranks(b.keys, f"{what} keys of {pname}")
-                _close(b.keys, rb.keys, f"{what} keys of {pname}")
-                _close(b.values, rb.values, f"{what} buffer of {pname}")
+        assert kernel.call_count == (STEPS if fused else 0)
+        what = f"DDP {name} priority={priority} fused={fused}"
+        for (pname, p), q in zip(ddp.module.named_parameters(), ref.parameters()):
+            _same_on_all_ranks(p, f"{what} {pname}")
+            _close(p, q, f"{what} {pname}")
+            b, rb = CriticalBuffer.from_state(_state(opt)[p]), CriticalBuffer.from_state(_state(ref_opt)[q])
+            _same_on_all_ranks(b.keys, f"{what} keys of {pname}")
+            _close(b.keys, rb.keys, f"{what} keys of {pname}")
+            _close(b.values, rb.values, f"{what} buffer of {pname}")
 
 
 def test_ddp_matches_single_process_on_the_global_batch():

@@ -249,13 +249,14 @@ def select_kernel(
 
     ``fused=True`` selects, in this order: the native CPU kernel of
     :mod:`memoptim.optim.native` when it handles ``tensors`` (``params, grads, *state``),
-    ``buffers`` and ``steps`` and is built; else the ``torch.compile``-d per-tensor rule,
-    with the learning rate passed as a tensor so schedulers do not trigger recompilation.
+    ``buffers`` and ``steps`` (plain CPU tensors: also under DDP or ZeRO, not for FSDP2's
+    DTensors) and is built; else the ``torch.compile``-d per-tensor rule, with the learning
+    rate passed as a tensor so schedulers do not trigger recompilation.
     """
     if group.get("fused"):
         from memoptim.optim import native
 
-        if tensors and not _distributed() and native.supports(*tensors, buffers=buffers, steps=steps):
+        if tensors and native.supports(*tensors, buffers=buffers, steps=steps):
             return getattr(native, rule.__name__), False, float(group["lr"])
         from memoptim.optim.functional import compiled
 

@@ -365,8 +365,11 @@ void* ptr_or_null(const TensorList& list, size_t i) {
   return list.empty() || !list[i].defined() ? nullptr : list[i].data_ptr();
 }
 
+// A dense CPU tensor with its own storage: not sparse, and not a tensor subclass with Python
+// dispatch (e.g. FSDP2's DTensor parameters and buffers, whose data are their local shards).
 bool plain_cpu(const Tensor& t) {
-  return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided && !t.is_sparse();
+  return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided && !t.is_sparse() &&
+         !t.key_set().has(c10::DispatchKey::Python) && t.has_storage();
 }
 
 bool same_dense(const Tensor& t, const Tensor& like) {
