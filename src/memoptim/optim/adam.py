@@ -39,9 +39,12 @@ _COMMON_DOC = r"""
             (the buffer key still uses the raw gradient).
         maximize: maximise the objective instead of minimising it.
         foreach: use the multi-tensor kernels (``None``: yes); ``False`` loops over tensors.
-        fused: run the update rule compiled by ``torch.compile`` (fewer memory passes,
-            the fastest path for large models; the first step per parameter layout
-            compiles, which takes seconds).
+        fused: the fastest path.  On CPU, memoptim's native kernel
+            (:mod:`memoptim.optim.native`: one pass over memory per tensor; measured step
+            times are in ``docs/performance.md``; compiled once per machine on first use,
+            about a minute); for tensors it does not handle (accelerators, DTensors,
+            other dtypes), the update rule compiled by ``torch.compile`` (the first step per
+            parameter layout compiles, which takes seconds to minutes).
         buffer_dtype: dtype of the stored buffer values (default: the parameter's);
             e.g. ``torch.bfloat16`` halves the buffer's memory.  The running sum is
             always kept in float32 or wider.

@@ -38,7 +38,7 @@ class AdaMomentum(BaseOptimizer):
             ``False``: L2, :math:`g \leftarrow g + wd\,\theta`.
         maximize: maximise the objective.
         foreach: use the multi-tensor kernels (``None``: yes).
-        fused: run the update rule compiled by ``torch.compile`` (see :class:`memoptim.AdamCM`).
+        fused: the native CPU kernel, else the ``torch.compile``-d rule (see :class:`memoptim.AdamCM`).
     """
 
     def __init__(

@@ -33,7 +33,7 @@ _COMMON_DOC = r"""
         priority: ``"group"`` (default) or ``"tensor"``; see :class:`memoptim.AdamCM`.
         maximize: maximise the objective instead of minimising it.
         foreach: use the multi-tensor kernels (``None``: yes).
-        fused: run the update rule compiled by ``torch.compile`` (see :class:`memoptim.AdamCM`).
+        fused: the native CPU kernel, else the ``torch.compile``-d rule (see :class:`memoptim.AdamCM`).
         buffer_dtype: dtype of the stored buffer values (default: the parameter's).
 
     State per parameter: ``step``, ``momentum_buffer`` (if :math:`\mu > 0`) and the
