@@ -1,4 +1,4 @@
-r"""Native fused CPU kernels (``fused=True`` on CPU): one memory pass per tensor per step.
+r"""Native fused CPU kernels (``fused=True`` on CPU): two memory passes per step, norms and update.
 
 The C++ source (``fused_cpu.cpp`` beside this file) is compiled on first use with
 :func:`torch.utils.cpp_extension.load` and cached in ``$TORCH_EXTENSIONS_DIR``

@@ -1,4 +1,5 @@
-// memoptim's native CPU kernels: one memory pass per tensor per step for every update rule.
+// memoptim's native CPU kernels: one update pass per tensor per step (plus one read of the
+// gradients for the priority keys) for every update rule.
 //
 // Why a hand-written kernel: the rules of memoptim.optim.functional, run as torch ops, make
 // one pass over memory per operation; compiled by inductor they still make ~14 passes for
