@@ -13,7 +13,7 @@ parameter against the (C + 3) x parameter-size bound.
 
     python benchmarks/step_time.py                     # ~10M parameters, 98 tensors
     python benchmarks/step_time.py --scale 0.1 --rounds 3 --buffer-sizes 5 20
-    python benchmarks/step_time.py --keys constant     # worst case: a replacement every step
+    python benchmarks/step_time.py --keys constant --decay 1.0   # no replacements (ties)
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def make_params(shapes, dtype) -> list[torch.Tensor]:
     return [torch.randn(s, generator=g, dtype=dtype).requires_grad_(True) for s in shapes]
 
 
-def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
+def build(name: str, params, buffer_size: int, decay: float = 0.7) -> torch.optim.Optimizer:
+    mem = {"buffer_size": buffer_size, "decay": decay}
     table: dict[str, Callable[[], torch.optim.Optimizer]] = {
         "torch Adam (fused)": lambda: torch.optim.Adam(params, fused=True),
         "torch Adam (foreach)": lambda: torch.optim.Adam(params, foreach=True),
@@ -60,16 +61,16 @@ def build(name: str, params, buffer_size: int) -> torch.optim.Optimizer:
         "torch SGD mom. (fused)": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, fused=True),
         "torch SGD (foreach)": lambda: torch.optim.SGD(params, lr=1e-3, foreach=True),
         "torch SGD (fused)": lambda: torch.optim.SGD(params, lr=1e-3, fused=True),
-        "AdamCM": lambda: memoptim.AdamCM(params, buffer_size=buffer_size),
-        "AdamCM foreach=False": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, foreach=False),
-        "AdamCM fused": lambda: memoptim.AdamCM(params, buffer_size=buffer_size, fused=True),
-        "AdamCG fused": lambda: memoptim.AdamCG(params, buffer_size=buffer_size, fused=True),
-        "SGDCM fused": lambda: memoptim.SGDCM(params, buffer_size=buffer_size, fused=True),
-        "SGDCG fused": lambda: memoptim.SGDCG(params, buffer_size=buffer_size, fused=True),
+        "AdamCM": lambda: memoptim.AdamCM(params, **mem),
+        "AdamCM foreach=False": lambda: memoptim.AdamCM(params, **mem, foreach=False),
+        "AdamCM fused": lambda: memoptim.AdamCM(params, **mem, fused=True),
+        "AdamCG fused": lambda: memoptim.AdamCG(params, **mem, fused=True),
+        "SGDCM fused": lambda: memoptim.SGDCM(params, **mem, fused=True),
+        "SGDCG fused": lambda: memoptim.SGDCG(params, **mem, fused=True),
         "AdaMomentum fused": lambda: memoptim.AdaMomentum(params, fused=True),
-        "AdamCG": lambda: memoptim.AdamCG(params, buffer_size=buffer_size),
-        "SGDCM": lambda: memoptim.SGDCM(params, buffer_size=buffer_size),
-        "SGDCG": lambda: memoptim.SGDCG(params, buffer_size=buffer_size),
+        "AdamCG": lambda: memoptim.AdamCG(params, **mem),
+        "SGDCM": lambda: memoptim.SGDCM(params, **mem),
+        "SGDCG": lambda: memoptim.SGDCG(params, **mem),
         "AdaMomentum": lambda: memoptim.AdaMomentum(params),
     }
     return table[name]()
@@ -106,6 +107,9 @@ def main() -> None:
                     help="gradient scales: 'cycle' 0.5,1.5,2.5,3.5 (replacements on some steps); "
                     "'constant' one gradient norm, so every offer beats the oldest, decayed key "
                     "(a replacement on every step: the worst case)")
+    ap.add_argument("--decay", type=float, default=0.7,
+                    help="key decay of the memory optimizers; with --keys constant, 1.0 gives ties, "
+                    "so no replacement at all (the best case)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,7 +130,7 @@ def main() -> None:
     for label in names:
         base, _, c = label.partition(" C=")
         params = make_params(shapes, torch.float32)
-        runs[label] = (params, build(base, params, int(c) if c else 5))
+        runs[label] = (params, build(base, params, int(c) if c else 5, args.decay))
 
     g = torch.Generator().manual_seed(1)
     base = [torch.randn(s, generator=g) for s in shapes]
@@ -143,7 +147,7 @@ def main() -> None:
         for k in range(args.warmup):
             one(label, k)
         if "fused" in label and "torch" not in label:
-            print(f"  warm-up of {label} (includes compilation): {time.perf_counter() - t0:.1f} s")
+            print(f"  warm-up of {label} (includes any kernel build): {time.perf_counter() - t0:.1f} s")
 
     times: dict[str, list[float]] = {x: [] for x in names}
     before = {x: replacements(runs[x][1]) for x in names}
@@ -156,7 +160,7 @@ def main() -> None:
     timed = args.rounds * args.steps
 
     med = {x: statistics.median(v) * 1e3 for x, v in times.items()}
-    print(f"\nmedian of {timed} timed steps each; gradient scales: {args.keys}")
+    print(f"\nmedian of {timed} timed steps each; gradient scales: {args.keys}; key decay {args.decay}")
     print(f"{'optimizer':<28}{'ms/step':>9}{'ratio':>8}  {'baseline':<26}{'repl.':>7}"
           f"{'state B/param':>15}{'bound':>7}")
     for label in names:
