@@ -17,7 +17,8 @@
 #                                                                SGD-type  0.1, 0.01
 #   2      brown-lm (PTB, Table 2)              Adam family (6)  1e-3 (as Table 9)   3       200k train tokens, 50k val/test
 #   3      split-fashion-mnist (Table 4)        Adam family (6)  1e-3, 1e-4          1/task  5 tasks x 2k train, 1k val each
-#   4      report: $OUT/report.md + PNG curves
+#   4      permuted-fashion-mnist (Table 4)     Adam family (6)  1e-3, 1e-4          1/task  as stage 3
+#   5      report: $OUT/report.md + PNG curves
 #   ("all 9": adam, adam+cg, adam+sam, adam+cm, adam+sam+cm, adamomentum, sgd, sgd+cg, sgd+cm;
 #    "Adam family": the first six.)  Fashion-MNIST runs also record the diagnostics every epoch
 #   (sharpness with 10 power iterations, distance travelled, buffer variance / agreement) for the
@@ -58,17 +59,22 @@ stage() {
 }
 
 start=$(date +%s)
-echo "[study] stage 1/3: fashion-mnist, 9 optimizers x 2 lr x 3 seeds, 6 epochs"
+echo "[study] stage 1/4: fashion-mnist, 9 optimizers x 2 lr x 3 seeds, 6 epochs"
 stage --task fashion-mnist \
   --optimizers adam,adam+cg,adam+sam,adam+cm,adam+sam+cm,adamomentum,sgd,sgd+cg,sgd+cm \
   --grid cpu --epochs 6 --subset 10000 --eval-subset 5000 --diagnostics --sharpness-iters 10
 
-echo "[study] stage 2/3: brown-lm, 6 optimizers x lr 1e-3 x 3 seeds, 3 epochs"
+echo "[study] stage 2/4: brown-lm, 6 optimizers x lr 1e-3 x 3 seeds, 3 epochs"
 stage --task brown-lm --optimizers adam,adam+cg,adam+sam,adam+cm,adam+sam+cm,adamomentum \
   --grid cpu --param lr=0.001 --epochs 3 --subset 200000 --eval-subset 50000
 
-echo "[study] stage 3/3: split-fashion-mnist, 6 optimizers x 2 lr x 3 seeds, 1 epoch per task"
+echo "[study] stage 3/4: split-fashion-mnist, 6 optimizers x 2 lr x 3 seeds, 1 epoch per task"
 stage --task split-fashion-mnist \
+  --optimizers adam,adam+cg,adam+sam,adam+cm,adam+sam+cm,adamomentum \
+  --grid cpu --epochs 1 --subset 2000 --eval-subset 1000
+
+echo "[study] stage 4/4: permuted-fashion-mnist, 6 optimizers x 2 lr x 3 seeds, 1 epoch per task"
+stage --task permuted-fashion-mnist \
   --optimizers adam,adam+cg,adam+sam,adam+cm,adam+sam+cm,adamomentum \
   --grid cpu --epochs 1 --subset 2000 --eval-subset 1000
 

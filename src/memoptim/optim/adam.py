@@ -40,7 +40,7 @@ _COMMON_DOC = r"""
         maximize: maximise the objective instead of minimising it.
         foreach: use the multi-tensor kernels (``None``: yes); ``False`` loops over tensors.
         fused: the fastest path.  On CPU, memoptim's native kernel
-            (:mod:`memoptim.optim.native`: one pass over memory per tensor; measured step
+            (:mod:`memoptim.optim.native`: one update pass per tensor; measured step
             times are in ``docs/performance.md``; compiled once per machine on first use,
             about a minute); for tensors it does not handle (accelerators, DTensors,
             other dtypes), the update rule compiled by ``torch.compile`` (the first step per

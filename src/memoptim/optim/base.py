@@ -172,15 +172,13 @@ class MemoryOptimizer(BaseOptimizer):
             from memoptim.optim.native import grad_norms
 
             norms_t = grad_norms(grads).to(dtype)
-            if group["priority"] == "group":
-                return norms_t.sum().expand(len(grads))
-            return norms_t
-        if foreach:
-            norms = torch._foreach_norm(grads)
         else:
-            norms = [torch.linalg.vector_norm(g) for g in grads]
-        device = grads[0].device
-        norms_t = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
+            if foreach:
+                norms = torch._foreach_norm(grads)
+            else:
+                norms = [torch.linalg.vector_norm(g) for g in grads]
+            device = grads[0].device
+            norms_t = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
         if group["priority"] == "group":
             return norms_t.sum().expand(len(grads))
         return norms_t
