@@ -3,6 +3,7 @@ that is really taken, deterministic, and a clean fallback when they cannot be us
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -37,19 +38,28 @@ def native_calls(monkeypatch):
     assert native.available(), f"the native kernel must build here: {native._failed}"
     calls = {"n": 0}
     for rule in RULES.values():
-        real = getattr(native, rule)
-
-        def counted(*args, _real=real, **kwargs):
-            calls["n"] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(native, rule, counted)
+        monkeypatch.setattr(native, rule, _counting(getattr(native, rule), calls))
     return calls
 
 
+def _counting(kernel, calls):
+    """``kernel`` counting its calls in ``calls["n"]``; keeps its name and module, by which the
+    optimizers recognise a native kernel (and decide to defer the offer)."""
+
+    @functools.wraps(kernel)
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return kernel(*args, **kwargs)
+
+    assert is_native(counted)
+    return counted
+
+
 def _run(name, config, overrides, seed, native_calls, steps=30, dtype=torch.float64, tol=1e-12):
+    # buffers compared (hence deferred offers completed from outside) every 5th step only, so
+    # that most steps' offers are completed by the next pass, as in training
     run_equivalence(name, GRID_SHAPES, {**config, "fused": True}, overrides, seed=seed, steps=steps,
-                    none_prob=0.25, dtype=dtype, tol=tol)
+                    none_prob=0.25, dtype=dtype, tol=tol, buffer_every=5)
     assert native_calls["n"] >= steps, "the native kernel was not used"
 
 
@@ -79,7 +89,7 @@ def test_long_run_past_the_running_sum_resync(name, native_calls):
 @pytest.mark.parametrize("name", ["AdamCM", "AdamCG", "SGDCM", "SGDCG"])
 def test_disable_memory_mid_run(name, native_calls):
     run_equivalence(name, GRID_SHAPES, {"lr": 0.01, "fused": True, "buffer_size": 3}, seed=5,
-                    none_prob=0.2, disable_at=12)
+                    none_prob=0.2, disable_at=12, buffer_every=5)
     assert native_calls["n"] > 0
 
 
@@ -100,15 +110,10 @@ def test_hypothesis_shapes_match_reference(name, problem):
     shapes, _ = problem
     calls = {"n": 0}
     rule = getattr(native, RULES[name])
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return rule(*args, **kwargs)
-
-    setattr(native, RULES[name], counted)
+    setattr(native, RULES[name], _counting(rule, calls))
     try:
         hyper = {"lr": 0.02, "fused": True} | ({} if name == "AdaMomentum" else {"buffer_size": 2})
-        run_equivalence(name, shapes, hyper, seed=len(shapes), steps=12, none_prob=0.2)
+        run_equivalence(name, shapes, hyper, seed=len(shapes), steps=12, none_prob=0.2, buffer_every=4)
     finally:
         setattr(native, RULES[name], rule)
     assert calls["n"] > 0
@@ -229,3 +234,100 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("MEMOPTIM_NATIVE", "0")
     assert not native.supports([torch.zeros(2)], [torch.zeros(2)])
+
+
+# ----------------------------------------------------------------------------- deferred offers
+def _grads(ps, t, g):
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype) * (1 + t % 4)
+
+
+@pytest.mark.parametrize(("name", "hyper", "deferred"), [
+    ("AdamCM", {}, True), ("SGDCM", {"momentum": 0.9}, True), ("SGDCM", {"momentum": 0.0}, False),
+    ("AdamCG", {}, False), ("SGDCG", {"momentum": 0.9}, False),
+])
+def test_only_critical_momenta_with_a_kept_momentum_defer_the_offer(name, hyper, deferred):
+    ps = [torch.randn(6, 5, requires_grad=True)]
+    opt = getattr(memoptim, name)(ps, fused=True, buffer_size=2, **hyper)
+    g = torch.Generator().manual_seed(0)
+    _grads(ps, 0, g)
+    opt.step()
+    assert ("critical_pending" in opt.state[ps[0]]) is deferred
+    sd = opt.state_dict()  # completes the offer: a checkpoint never holds a pending one
+    assert not any(k.startswith("critical_pending") for st in sd["state"].values() for k in st)
+    assert "critical_pending" not in opt.state[ps[0]]
+    opt.disable_memory()
+    assert not any(k.startswith("critical") for k in opt.state[ps[0]])
+
+
+@pytest.mark.parametrize("name", ["AdamCM", "SGDCM"])
+def test_switching_execution_path_mid_run_completes_the_pending_offer(name):
+    """native -> foreach -> native -> compiled: the offer a native step left pending is completed
+    before another path aggregates; the trajectory is the foreach path's throughout."""
+    torch.manual_seed(3)
+    a = [torch.randn(9, 4, dtype=torch.float64, requires_grad=True), torch.randn(7, dtype=torch.float64,
+                                                                                  requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    cls = getattr(memoptim, name)
+    switching, eager = cls(a, lr=0.01, buffer_size=3, fused=True), cls(b, lr=0.01, buffer_size=3)
+    g = torch.Generator().manual_seed(4)
+    for t in range(40):
+        group = switching.param_groups[0]
+        group["fused"], group["foreach"] = {10: (None, True), 20: (True, None)}.get(
+            t, (group["fused"], group["foreach"]))
+        if t == 30:
+            torch.manual_seed(0)
+            a[0].data = a[0].data.t().contiguous().t()  # non-contiguous: the compiled path
+        _grads(a, t, g)
+        for p, q in zip(a, b):
+            q.grad = p.grad.clone()
+        switching.step()
+        eager.step()
+        for p, q in zip(a, b):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=f"step {t + 1}")
+    assert "critical_pending" not in switching.state[a[0]]  # its last steps were compiled
+
+
+@pytest.mark.parametrize("at", [255, 256, 257])
+def test_checkpoint_around_a_resync_step_resumes_bit_exactly(at):
+    """A state_dict completes the pending offer (and, after a resync step, the resync) exactly as
+    the next pass would: resuming from it is bit-identical to not stopping."""
+    def make(ps):
+        return memoptim.AdamCM(ps, lr=0.01, buffer_size=3, fused=True, priority="tensor")
+
+    torch.manual_seed(1)
+    a = [torch.randn(40, 30, requires_grad=True), torch.randn(30, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    straight, first = make(a), make(b)
+    g = torch.Generator().manual_seed(2)
+    for t in range(262):
+        if t == at:
+            resumed = make(b)
+            resumed.load_state_dict(first.state_dict())
+            first = resumed
+        _grads(a, t, g)
+        for p, q in zip(a, b):
+            q.grad = p.grad.clone()
+        straight.step()
+        first.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+        assert torch.equal(memoptim.CriticalBuffer.from_state(straight.state[p]).total,
+                           memoptim.CriticalBuffer.from_state(first.state[q]).total)
+
+
+def test_sgd_momentum_switched_off_mid_run_completes_the_pending_offer():
+    torch.manual_seed(5)
+    a = [torch.randn(6, 6, dtype=torch.float64, requires_grad=True)]
+    b = [a[0].detach().clone().requires_grad_(True)]
+    fused = memoptim.SGDCM(a, lr=0.05, buffer_size=2, fused=True)
+    eager = memoptim.SGDCM(b, lr=0.05, buffer_size=2)
+    g = torch.Generator().manual_seed(6)
+    for t in range(20):
+        if t == 8:
+            fused.param_groups[0]["momentum"] = eager.param_groups[0]["momentum"] = 0.0
+        _grads(a, t, g)
+        b[0].grad = a[0].grad.clone()
+        fused.step()
+        eager.step()
+        torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12, msg=f"step {t + 1}")

@@ -34,6 +34,17 @@ Layout (one buffer per parameter tensor, kept in ``optimizer.state[p]`` so that
     bound floating-point drift.
 ``critical_replacements``
     0-d int64 count of replacements in a full buffer (a diagnostic).
+
+Deferred offers (the native CPU kernels, critical momenta only): the step's pass
+cannot store :math:`m_t` in its slot -- the offer is decided after the pass, when the
+gradient norms it computed are known -- so it records the accepted slot (or -1) in
+``critical_pending`` (0-d int64) and the name of the state entry that still holds the
+value in ``critical_pending_from`` (``"exp_avg"``, ``"momentum_buffer"``); the next
+step's pass reads that momentum anyway and stores it on the way, before aggregating,
+which is the order of Algorithm 1.  Keys, fill and replacement counts are final at
+once; :meth:`CriticalBuffer.from_state` (hence every inspection),
+``optimizer.state_dict()`` and any other execution path first complete the offer with
+:meth:`CriticalBuffer.settle_state`.
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["RESYNC_INTERVAL", "CriticalBuffer", "aggregate", "offer"]
+__all__ = ["PENDING_KEYS", "RESYNC_INTERVAL", "CriticalBuffer", "aggregate", "offer"]
 
 #: Steps between exact recomputations of the running sum (see :meth:`CriticalBuffer.resync`).
 RESYNC_INTERVAL = 256
@@ -58,6 +69,9 @@ _KEYS, _VALUES, _SUM, _REPL = (
     "critical_replacements",
 )
 STATE_KEYS: tuple[str, ...] = (_KEYS, _VALUES, _SUM, _REPL)
+_PENDING, _PENDING_FROM = "critical_pending", "critical_pending_from"
+#: State entries of a deferred offer (see the module docstring); absent when none is pending.
+PENDING_KEYS: tuple[str, ...] = (_PENDING, _PENDING_FROM)
 
 
 def _is_dtensor(t: Tensor) -> bool:
@@ -122,16 +136,53 @@ class CriticalBuffer:
 
     @staticmethod
     def clear_state(state: dict[str, Any]) -> None:
-        """Remove the buffer from ``state`` (frees its memory)."""
-        for name in STATE_KEYS:
+        """Remove the buffer from ``state`` (frees its memory), with any pending offer."""
+        for name in STATE_KEYS + PENDING_KEYS:
             state.pop(name, None)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> CriticalBuffer | None:
-        """The buffer held in one parameter's optimizer state, or ``None`` if it has none."""
+    def from_state(cls, state: dict[str, Any], settle: bool = True) -> CriticalBuffer | None:
+        """The buffer held in one parameter's optimizer state, or ``None`` if it has none.
+
+        ``settle``: first complete a deferred offer (:meth:`settle_state`), so that the values
+        and the sum are those of the spec; only the native kernels, which complete it
+        themselves, pass ``False``.
+        """
         if _KEYS not in state:
             return None
+        if settle:
+            cls.settle_state(state)
         return cls(state[_KEYS], state[_VALUES], state[_SUM], state[_REPL])
+
+    @staticmethod
+    def pending_state(state: dict[str, Any], source: str) -> Tensor:
+        """The deferred-offer entry of ``state`` (created at -1: nothing pending), noting that
+        an accepted value will be ``state[source]`` until the next step."""
+        if _PENDING not in state:
+            state[_PENDING] = torch.full((), -1, dtype=torch.int64)
+        state[_PENDING_FROM] = source
+        return state[_PENDING]
+
+    @staticmethod
+    def settle_state(state: dict[str, Any]) -> None:
+        """Complete a deferred offer: store the accepted value in its slot, move the sum by
+        ``new - old`` (the native kernels' arithmetic, so results do not depend on where it
+        happens) and, after a resync step, recompute the sum; then drop the entries.  A no-op
+        when no offer is pending."""
+        slot_t = state.pop(_PENDING, None)
+        source = state.pop(_PENDING_FROM, None)
+        if slot_t is None or _KEYS not in state:
+            return
+        values, total = state[_VALUES], state[_SUM]
+        slot = int(slot_t)
+        if slot >= 0:
+            old = values[slot].to(total.dtype, copy=True)
+            new = state[source].to(values.dtype)
+            values[slot].copy_(new)
+            total.add_(new.to(total.dtype) - old)
+        step = state.get("step")
+        if step is not None and int(step) % RESYNC_INTERVAL == 0:
+            torch.sum(values, dim=0, dtype=total.dtype, out=total)
 
     # ------------------------------------------------------------ inspection
     @property

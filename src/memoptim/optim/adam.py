@@ -99,15 +99,21 @@ class _AdamMemory(MemoryOptimizer):
             buffers = self._buffers(group, params, params)
             kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, m, v, vmax),
                                                 buffers, steps)
-            keys = self._keys(group, grads, True, is_native(kernel)) if buffers is not None else None
+            pending = self._defer(kernel, group, params, buffers)
+            keys = None
+            if buffers is not None and pending is None:
+                keys = self._keys(group, grads, True, is_native(kernel))
             beta1, beta2 = group["betas"]
-            kernel(
+            norms = kernel(
                 params, grads, m, v, vmax, steps, buffers, keys,
                 lr=lr, beta1=float(beta1), beta2=float(beta2),
                 eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 maximize=group["maximize"], decay=group["decay"], foreach=foreach,
+                **({} if pending is None else {"pending": pending}),
             )
+            if pending is not None:
+                self._offer_deferred(group, grads, buffers, pending, norms)
             self._maybe_resync(buffers, steps, kernel)
         return loss
 
@@ -133,6 +139,7 @@ class AdamCM(_AdamMemory):
         + _COMMON_DOC
     )
     _rule = staticmethod(F.adam_cm)
+    _offered_state = "exp_avg"  # m_t: the native kernel may defer its offer by a step
 
 
 class AdamCG(_AdamMemory):

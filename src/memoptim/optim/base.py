@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from memoptim.buffer import RESYNC_INTERVAL, STATE_KEYS, CriticalBuffer, key_dtype
+from memoptim.buffer import PENDING_KEYS, RESYNC_INTERVAL, STATE_KEYS, CriticalBuffer, key_dtype
 from memoptim.optim import _validation as V
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -92,6 +92,10 @@ class MemoryOptimizer(BaseOptimizer):
     :meth:`disable_memory`).
     """
 
+    #: The state entry holding the momentum a critical-momenta rule offers (``None``: the rule
+    #: offers something not kept in the state, so its offers cannot be deferred).
+    _offered_state: str | None = None
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]):
         defaults = {**defaults, "memory": True}
         super().__init__(params, defaults)
@@ -143,7 +147,7 @@ class MemoryOptimizer(BaseOptimizer):
             state = self.state[p]
             if STATE_KEYS[0] not in state:
                 CriticalBuffer.init_state(state, like, capacity, group["buffer_dtype"])
-            buf = CriticalBuffer.from_state(state)
+            buf = CriticalBuffer.from_state(state, settle=False)  # see _defer
             if buf.capacity != capacity:
                 raise ValueError(
                     f"buffer_size of a param group changed from {buf.capacity} to {capacity}; "
@@ -151,6 +155,47 @@ class MemoryOptimizer(BaseOptimizer):
                 )
             out.append(buf)
         return out
+
+    # ------------------------------------------------------------ deferred offers
+    def _can_defer(self, group: dict[str, Any]) -> bool:
+        """Whether the offered value of ``group`` outlives the step (overridden by SGD)."""
+        return self._offered_state is not None
+
+    def _defer(self, kernel: Callable[..., None], group: dict[str, Any], params: list[Tensor],
+               buffers: list[CriticalBuffer] | None) -> list[Tensor] | None:
+        """The pending-offer entries of ``params`` if this step defers its offer, else ``None``.
+
+        Deferred (native kernel, critical momenta, keys computed locally): the kernel's single
+        pass stores the previous step's accepted momentum and returns the gradient norms, and
+        :meth:`_offer_deferred` decides this step's offers -- one pass over the gradients
+        fewer, and no separate write of the slot.  Any other path first completes an offer
+        left pending by an earlier native step.
+        """
+        from memoptim.optim import native
+
+        if (buffers is not None and is_native(kernel) and kernel.__name__ in native.DEFERRABLE
+                and self._can_defer(group) and not _distributed()):
+            return [CriticalBuffer.pending_state(self.state[p], self._offered_state) for p in params]
+        self._settle(params)
+        return None
+
+    def _offer_deferred(self, group: dict[str, Any], grads: list[Tensor], buffers: list[CriticalBuffer],
+                        pending: list[Tensor], norms: Tensor) -> None:
+        """This step's offers, from the gradient norms the deferring kernel returned."""
+        from memoptim.optim import native
+
+        native.offer_deferred(self._keys_from_norms(group, grads, norms), buffers, pending, group["decay"])
+
+    def _settle(self, params: Iterable[Tensor]) -> None:
+        """Complete the pending offers of ``params`` (cheap when there are none)."""
+        for p in params:
+            state = self.state.get(p)
+            if state is not None and PENDING_KEYS[0] in state:
+                CriticalBuffer.settle_state(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._settle(p for g in self.param_groups for p in g["params"])
+        return super().state_dict()
 
     def _keys(self, group: dict[str, Any], grads: list[Tensor], foreach: bool,
               native: bool = False) -> Tensor:
@@ -167,21 +212,25 @@ class MemoryOptimizer(BaseOptimizer):
             from memoptim.distributed import priority_keys
 
             return priority_keys(self, group, grads, foreach)
-        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         if native:
             from memoptim.optim.native import grad_norms
 
-            norms_t = grad_norms(grads).to(dtype)
+            return self._keys_from_norms(group, grads, grad_norms(grads))
+        if foreach:
+            norms = torch._foreach_norm(grads)
         else:
-            if foreach:
-                norms = torch._foreach_norm(grads)
-            else:
-                norms = [torch.linalg.vector_norm(g) for g in grads]
-            device = grads[0].device
-            norms_t = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
+            norms = [torch.linalg.vector_norm(g) for g in grads]
+        device, dtype = grads[0].device, _key_dtype(grads)
+        stacked = torch.stack([n.to(device=device, dtype=dtype) for n in norms])
+        return self._keys_from_norms(group, grads, stacked)
+
+    @staticmethod
+    def _keys_from_norms(group: dict[str, Any], grads: list[Tensor], norms: Tensor) -> Tensor:
+        """The keys from the ``(N,)`` gradient norms: float32, or float64 if a gradient is."""
+        norms = norms.to(_key_dtype(grads))
         if group["priority"] == "group":
-            return norms_t.sum().expand(len(grads))
-        return norms_t
+            return norms.sum().expand(len(grads))
+        return norms
 
     @staticmethod
     def _maybe_resync(buffers: list[CriticalBuffer] | None, steps: list[Tensor],
@@ -229,6 +278,10 @@ class MemoryOptimizer(BaseOptimizer):
         for pid, p in zip(saved_ids, params):
             for k, v in kept.get(pid, {}).items():
                 self.state[p][k] = v.to(device=p.device, copy=True)
+
+
+def _key_dtype(grads: list[Tensor]) -> torch.dtype:
+    return torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
 
 
 def _distributed() -> bool:

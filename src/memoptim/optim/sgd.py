@@ -99,16 +99,22 @@ class _SGDMemory(MemoryOptimizer):
             buffers = self._buffers(group, params, params)
             kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, bufs), buffers,
                                                 steps)
-            keys = self._keys(group, grads, True, is_native(kernel)) if buffers is not None else None
-            kernel(
+            pending = self._defer(kernel, group, params, buffers)
+            keys = None
+            if buffers is not None and pending is None:
+                keys = self._keys(group, grads, True, is_native(kernel))
+            norms = kernel(
                 params, grads, bufs, steps, buffers, keys,
                 lr=lr, momentum=group["momentum"], dampening=group["dampening"],
                 weight_decay=group["weight_decay"], maximize=group["maximize"],
                 decay=group["decay"], foreach=foreach,
+                **({} if pending is None else {"pending": pending}),
             )
             if group["momentum"]:
                 for p, b in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = b
+            if pending is not None:
+                self._offer_deferred(group, grads, buffers, pending, norms)
             self._maybe_resync(buffers, steps, kernel)
         return loss
 
@@ -128,6 +134,10 @@ class SGDCM(_SGDMemory):
         + _COMMON_DOC
     )
     _rule = staticmethod(F.sgd_cm)
+    _offered_state = "momentum_buffer"  # m_t, kept when momentum > 0 (see _can_defer)
+
+    def _can_defer(self, group: dict[str, Any]) -> bool:
+        return bool(group["momentum"])
 
     def __init__(
         self,

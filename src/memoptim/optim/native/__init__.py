@@ -36,8 +36,8 @@ from torch import Tensor
 
 from memoptim.buffer import RESYNC_INTERVAL, CriticalBuffer
 
-__all__ = ["adam_cg", "adam_cm", "adamomentum", "available", "grad_norms", "sgd_cg", "sgd_cm",
-           "supports"]
+__all__ = ["DEFERRABLE", "adam_cg", "adam_cm", "adamomentum", "available", "grad_norms",
+           "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 _module: ModuleType | None = None
@@ -136,19 +136,28 @@ _NO_KEYS = torch.empty(0, dtype=torch.float64)
 
 
 def _adam(mode: int, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *,
-          lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, decay) -> None:
+          lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, decay,
+          pending=None) -> Tensor | None:
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    _load().adam_step(list(params), _dense(grads), list(exp_avgs), list(exp_avg_sqs),
-                      list(max_exp_avg_sqs) if amsgrad else [], list(steps), values, sums, bkeys, repl,
-                      offered, float(lr), beta1, beta2, float(eps), float(weight_decay), bool(amsgrad),
-                      bool(decoupled_weight_decay), bool(maximize), float(decay), mode,
-                      RESYNC_INTERVAL)
+    norms = _load().adam_step(list(params), _dense(grads), list(exp_avgs), list(exp_avg_sqs),
+                              list(max_exp_avg_sqs) if amsgrad else [], list(steps), values, sums, bkeys,
+                              repl, offered, float(lr), beta1, beta2, float(eps), float(weight_decay),
+                              bool(amsgrad), bool(decoupled_weight_decay), bool(maximize), float(decay),
+                              mode, RESYNC_INTERVAL, list(pending or ()))
+    return norms if pending is not None else None
 
 
 def adam_cm(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *, foreach=None,
-            **hyper) -> None:
-    """Native :func:`memoptim.optim.functional.adam_cm`."""
-    _adam(0, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, **hyper)
+            pending=None, **hyper) -> Tensor | None:
+    """Native :func:`memoptim.optim.functional.adam_cm`.
+
+    ``pending`` (one 0-d int64 per tensor, from
+    :meth:`memoptim.buffer.CriticalBuffer.pending_state`): defer the offer -- ``keys`` is
+    ignored, the pass stores the previous step's accepted momentum and returns the gradient
+    norms, from which the caller makes this step's offers with :func:`offer_deferred`.
+    """
+    return _adam(0, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys,
+                 pending=pending, **hyper)
 
 
 def adam_cg(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *, foreach=None,
@@ -164,7 +173,7 @@ def adamomentum(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
 
 
 def _sgd(mode: int, params, grads, momentum_buffers, steps, buffers, keys, *, lr, momentum, dampening,
-         weight_decay, maximize, decay) -> None:
+         weight_decay, maximize, decay, pending=None) -> Tensor | None:
     seed: list[int] = []
     moms: list[Tensor] = []
     if momentum:
@@ -174,14 +183,30 @@ def _sgd(mode: int, params, grads, momentum_buffers, steps, buffers, keys, *, lr
                 momentum_buffers[i] = torch.zeros_like(params[i], memory_format=torch.contiguous_format)
         moms = list(momentum_buffers)
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    _load().sgd_step(list(params), _dense(grads), moms, seed, list(steps), values, sums, bkeys, repl, offered,
-                     float(lr), float(momentum), float(dampening), float(weight_decay), bool(maximize),
-                     float(decay), mode, RESYNC_INTERVAL)
+    norms = _load().sgd_step(list(params), _dense(grads), moms, seed, list(steps), values, sums, bkeys, repl,
+                             offered, float(lr), float(momentum), float(dampening), float(weight_decay),
+                             bool(maximize), float(decay), mode, RESYNC_INTERVAL, list(pending or ()))
+    return norms if pending is not None else None
 
 
-def sgd_cm(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:
-    """Native :func:`memoptim.optim.functional.sgd_cm`."""
-    _sgd(0, params, grads, momentum_buffers, steps, buffers, keys, **hyper)
+def sgd_cm(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, pending=None,
+           **hyper) -> Tensor | None:
+    """Native :func:`memoptim.optim.functional.sgd_cm`; ``pending`` as for :func:`adam_cm`
+    (only with ``momentum > 0``: the offered momentum must outlive the step)."""
+    return _sgd(0, params, grads, momentum_buffers, steps, buffers, keys, pending=pending, **hyper)
+
+
+#: The rules whose offer the native kernels can defer by one step: those offering a momentum,
+#: which stays in the optimizer state until the next step reads it anyway.
+DEFERRABLE = frozenset({"adam_cm", "sgd_cm"})
+
+
+def offer_deferred(keys: Tensor, buffers: Sequence[CriticalBuffer], pending: Sequence[Tensor],
+                   decay: float) -> None:
+    """Make a deferred step's offers once its ``keys`` are known: decide insert/replace per
+    buffer, decay the keys and record the accepted slot (or -1) in ``pending``."""
+    _load().offer_deferred(keys.to(torch.float64).contiguous(), [b.keys for b in buffers],
+                           [b.replacements_tensor for b in buffers], list(pending), float(decay))
 
 
 def sgd_cg(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:

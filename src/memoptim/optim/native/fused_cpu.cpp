@@ -132,11 +132,15 @@ struct AdamConsts {
 // The elementwise loop over [b, e).  Everything it reads is a by-value argument or behind a
 // restrict pointer (distinct state tensors never alias), which is what lets GCC vectorise it;
 // the same loop written inside the parallel_for lambda, reading captured references, is not.
-template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool AMSGRAD>
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool AMSGRAD>
 void adam_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T* __restrict__ V,
-                T* __restrict__ VM, A* __restrict__ S, B* __restrict__ VAL, const A inv_c,
-                const AdamConsts<T> c, const int64_t b, const int64_t e) {
+                T* __restrict__ VM, A* __restrict__ S, B* __restrict__ VAL, B* __restrict__ PEND,
+                const A inv_c, const AdamConsts<T> c, const int64_t b, const int64_t e) {
   for (int64_t j = b; j < e; ++j) {
+    // Deferred offer (critical momenta only): m_{t-1}, accepted last step and still in M,
+    // goes into its slot now, before this step aggregates -- the order Algorithm 1 prescribes.
+    if constexpr (SETTLE) store(PEND, S, j, static_cast<A>(M[j]));
     const T p0 = P[j];
     const T grad = G[j] * c.sign + c.l2 * p0;
     const T param = p0 * c.shrink;
@@ -182,11 +186,13 @@ struct AdamJob {
   void* vmax;
   void* sum;    // null: memory off
   void* value;  // the accepted slot, or null
+  void* settle; // the slot that receives m_{t-1} (deferred offer), or null
   double inv_capacity;
   AdamScalars k;
 };
 
-template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool AMSGRAD>
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool AMSGRAD>
 void adam_job(const AdamJob& j, int64_t b, int64_t e) {
   const AdamScalars& k = j.k;
   const T wd = static_cast<T>(k.weight_decay);
@@ -198,32 +204,35 @@ void adam_job(const AdamJob& j, int64_t b, int64_t e) {
       static_cast<T>(k.step_size),
       // as the eager path: divide by sqrt(1 - beta2^t), computed in double, rounded to T
       static_cast<T>(k.sqrt_bc2)};
-  adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, AMSGRAD>(
+  adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD>(
       static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.m), static_cast<T*>(j.v),
       static_cast<T*>(j.vmax), static_cast<A*>(j.sum), static_cast<B*>(j.value),
-      static_cast<A>(j.inv_capacity), c, b, e);
+      static_cast<B*>(j.settle), static_cast<A>(j.inv_capacity), c, b, e);
 }
 
 template <typename T, typename B, typename A, int64_t MODE, bool AMSGRAD>
-auto pick_adam_buf(bool has_buf, bool accept) -> void (*)(const AdamJob&, int64_t, int64_t) {
-  if (!has_buf) return &adam_job<T, B, A, MODE, false, false, AMSGRAD>;
-  if (!accept) return &adam_job<T, B, A, MODE, true, false, AMSGRAD>;
-  return &adam_job<T, B, A, MODE, true, true, AMSGRAD>;
+auto pick_adam_buf(bool has_buf, bool accept, bool settle) -> void (*)(const AdamJob&, int64_t, int64_t) {
+  if (!has_buf) return &adam_job<T, B, A, MODE, false, false, false, AMSGRAD>;
+  if (accept) return &adam_job<T, B, A, MODE, true, true, false, AMSGRAD>;
+  if constexpr (MODE == kCriticalMomenta) {
+    if (settle) return &adam_job<T, B, A, MODE, true, false, true, AMSGRAD>;
+  }
+  return &adam_job<T, B, A, MODE, true, false, false, AMSGRAD>;
 }
 
 template <typename T, typename B, typename A>
-auto pick_adam(int64_t mode, bool amsgrad, bool has_buf, bool accept)
+auto pick_adam(int64_t mode, bool amsgrad, bool has_buf, bool accept, bool settle)
     -> void (*)(const AdamJob&, int64_t, int64_t) {
   if (mode == kCriticalMomenta) {
-    return amsgrad ? pick_adam_buf<T, B, A, kCriticalMomenta, true>(has_buf, accept)
-                   : pick_adam_buf<T, B, A, kCriticalMomenta, false>(has_buf, accept);
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalMomenta, true>(has_buf, accept, settle)
+                   : pick_adam_buf<T, B, A, kCriticalMomenta, false>(has_buf, accept, settle);
   }
   if (mode == kCriticalGradients) {
-    return amsgrad ? pick_adam_buf<T, B, A, kCriticalGradients, true>(has_buf, accept)
-                   : pick_adam_buf<T, B, A, kCriticalGradients, false>(has_buf, accept);
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalGradients, true>(has_buf, accept, false)
+                   : pick_adam_buf<T, B, A, kCriticalGradients, false>(has_buf, accept, false);
   }
-  return amsgrad ? pick_adam_buf<T, B, A, kAdaMomentum, true>(false, false)
-                 : pick_adam_buf<T, B, A, kAdaMomentum, false>(false, false);
+  return amsgrad ? pick_adam_buf<T, B, A, kAdaMomentum, true>(false, false, false)
+                 : pick_adam_buf<T, B, A, kAdaMomentum, false>(false, false, false);
 }
 
 struct SGDScalars {
@@ -238,11 +247,13 @@ struct SGDConsts {
   T mu, w, wd, lr, sign;
 };
 
-template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool MOMENTUM>
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool MOMENTUM>
 void sgd_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, A* __restrict__ S,
-               B* __restrict__ VAL, const A inv_c, const SGDConsts<T> c, const int64_t b,
-               const int64_t e) {
+               B* __restrict__ VAL, B* __restrict__ PEND, const A inv_c, const SGDConsts<T> c,
+               const int64_t b, const int64_t e) {
   for (int64_t j = b; j < e; ++j) {
+    if constexpr (SETTLE) store(PEND, S, j, static_cast<A>(MOM[j]));  // deferred offer of m_{t-1}
     const T param = P[j];
     const T grad = G[j] * c.sign + c.wd * param;  // wd = 0: exactly g (up to the sign of a zero)
     T dir;
@@ -276,39 +287,44 @@ struct SGDJob {
   void* mom;    // null: no momentum
   void* sum;    // null: memory off
   void* value;  // the accepted slot, or null
+  void* settle; // the slot that receives m_{t-1} (deferred offer), or null
   double inv_capacity;
   SGDScalars k;
   bool seed;    // the momentum buffer was created (zero-filled) this step
 };
 
-template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool MOMENTUM>
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool MOMENTUM>
 void sgd_job(const SGDJob& j, int64_t b, int64_t e) {
   // A fresh momentum buffer is seeded with b_1 = x_1 as 0 * b + 1 * x: no branch in the loop.
   const SGDConsts<T> c{j.seed ? T(0) : static_cast<T>(j.k.momentum),
                        j.seed ? T(1) : static_cast<T>(1.0 - j.k.dampening),
                        static_cast<T>(j.k.weight_decay), static_cast<T>(j.k.lr),
                        j.k.maximize ? T(-1) : T(1)};
-  sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, MOMENTUM>(
+  sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM>(
       static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.mom), static_cast<A*>(j.sum),
-      static_cast<B*>(j.value), static_cast<A>(j.inv_capacity), c, b, e);
+      static_cast<B*>(j.value), static_cast<B*>(j.settle), static_cast<A>(j.inv_capacity), c, b, e);
 }
 
 template <typename T, typename B, typename A, int64_t MODE, bool MOMENTUM>
-auto pick_sgd_buf(bool has_buf, bool accept) -> void (*)(const SGDJob&, int64_t, int64_t) {
-  if (!has_buf) return &sgd_job<T, B, A, MODE, false, false, MOMENTUM>;
-  if (!accept) return &sgd_job<T, B, A, MODE, true, false, MOMENTUM>;
-  return &sgd_job<T, B, A, MODE, true, true, MOMENTUM>;
+auto pick_sgd_buf(bool has_buf, bool accept, bool settle) -> void (*)(const SGDJob&, int64_t, int64_t) {
+  if (!has_buf) return &sgd_job<T, B, A, MODE, false, false, false, MOMENTUM>;
+  if (accept) return &sgd_job<T, B, A, MODE, true, true, false, MOMENTUM>;
+  if constexpr (MODE == kSGDCriticalMomenta && MOMENTUM) {
+    if (settle) return &sgd_job<T, B, A, MODE, true, false, true, MOMENTUM>;
+  }
+  return &sgd_job<T, B, A, MODE, true, false, false, MOMENTUM>;
 }
 
 template <typename T, typename B, typename A>
-auto pick_sgd(int64_t mode, bool momentum, bool has_buf, bool accept)
+auto pick_sgd(int64_t mode, bool momentum, bool has_buf, bool accept, bool settle)
     -> void (*)(const SGDJob&, int64_t, int64_t) {
   if (mode == kSGDCriticalMomenta) {
-    return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalMomenta, true>(has_buf, accept)
-                    : pick_sgd_buf<T, B, A, kSGDCriticalMomenta, false>(has_buf, accept);
+    return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalMomenta, true>(has_buf, accept, settle)
+                    : pick_sgd_buf<T, B, A, kSGDCriticalMomenta, false>(has_buf, accept, false);
   }
-  return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalGradients, true>(has_buf, accept)
-                  : pick_sgd_buf<T, B, A, kSGDCriticalGradients, false>(has_buf, accept);
+  return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalGradients, true>(has_buf, accept, false)
+                  : pick_sgd_buf<T, B, A, kSGDCriticalGradients, false>(has_buf, accept, false);
 }
 
 // The buffer arguments of one call: either all empty (memory off) or one entry per tensor.
@@ -336,7 +352,18 @@ struct Buffers {
     else slot = decide(keys[i].data_ptr<float>(), capacity, key, decay, repl);
     *sum = sums[i].data_ptr();
     *inv_capacity = 1.0 / static_cast<double>(capacity);
-    if (slot < 0) return nullptr;
+    return slot < 0 ? nullptr : slot_ptr(i, slot);
+  }
+
+  // As take, for a deferred offer: no decision now (it follows the pass, see offer_deferred);
+  // sets the running sum and 1/C only.
+  void open(size_t i, void** sum, double* inv_capacity) const {
+    *sum = sums[i].data_ptr();
+    *inv_capacity = 1.0 / static_cast<double>(values[i].size(0));
+  }
+
+  void* slot_ptr(size_t i, int64_t slot) const {
+    const int64_t capacity = values[i].size(0);
     return static_cast<char*>(values[i].data_ptr()) + slot * (values[i].numel() / capacity) * values[i].element_size();
   }
 };
@@ -386,6 +413,56 @@ void maybe_resync(const Buffers& bufs, size_t i, double step, int64_t interval) 
   }
 }
 
+template <typename T, typename B, typename A>
+void settle_loop(B* __restrict__ value, A* __restrict__ sum, const T* __restrict__ source, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) store(value, sum, j, static_cast<A>(source[j]));
+}
+
+// Deferred offers (critical momenta).  pending[i], a 0-d int64, is the slot that accepted the
+// previous step's momentum m_{t-1} -- still held, unchanged, in `source` (exp_avg or the momentum
+// buffer) -- or -1.  Consumes it and returns that slot's first element for the pass to fill (null
+// if none).  If the previous step was a resync step (whose exact recompute must follow its offer),
+// the value is stored here by a separate loop and the sum recomputed, and the pass gets null:
+// once per RESYNC_INTERVAL steps, so this extra pass does not count.
+void* take_pending(const Buffers& bufs, const TensorList& pending, const Tensor& source,
+                   const Tensor& param, size_t i, double step, int64_t interval) {
+  int64_t* entry = pending[i].data_ptr<int64_t>();
+  const int64_t slot = *entry;
+  *entry = -1;
+  void* target = slot >= 0 ? bufs.slot_ptr(i, slot) : nullptr;
+  const double last = step - 1.0;
+  if (last > 0.0 && interval > 0 && std::fmod(last, static_cast<double>(interval)) == 0.0) {
+    if (target != nullptr) {
+      with_types(param, bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
+        using T = decltype(t_tag);
+        using B = decltype(b_tag);
+        using A = decltype(a_tag);
+        settle_loop<T, B, A>(static_cast<B*>(target), static_cast<A*>(bufs.sums[i].data_ptr()),
+                             static_cast<const T*>(source.data_ptr()), param.numel());
+        return 0;
+      });
+    }
+    at::sum_out(const_cast<Tensor&>(bufs.sums[i]), bufs.values[i], {0}, false, bufs.sums[i].scalar_type());
+    return nullptr;
+  }
+  return target;
+}
+
+// Squared-norm partial sums of the items' gradients (of dtype like `grads[job]`).
+double item_sum_squares(const Tensor& g, const Item& it) {
+  return g.scalar_type() == at::kDouble ? sum_squares(g.data_ptr<double>(), it.begin, it.end)
+                                        : sum_squares(g.data_ptr<float>(), it.begin, it.end);
+}
+
+// Per-tensor L2 norms from per-item partial sums, added in item order (fixed: thread-invariant).
+Tensor norms_from(const std::vector<Item>& items, const std::vector<double>& partial, size_t n) {
+  Tensor out = at::zeros({static_cast<int64_t>(n)}, at::kDouble);
+  double* o = out.data_ptr<double>();
+  for (size_t i = 0; i < items.size(); ++i) o[items[i].job] += partial[i];
+  for (size_t j = 0; j < n; ++j) o[j] = std::sqrt(o[j]);
+  return out;
+}
+
 }  // namespace
 
 // Whether the kernels handle these tensors (see the Python wrapper's docstring); cheap, so it
@@ -432,27 +509,61 @@ Tensor grad_norms(const TensorList& grads) {
   }
   const std::vector<Item> items = cut(sizes);
   std::vector<double> partial(items.size());
+  for_items(items, [&](int64_t i, const Item& it) { partial[i] = item_sum_squares(grads[it.job], it); });
+  return norms_from(items, partial, grads.size());
+}
+
+// The offers of a deferred step, made once its keys are known: for tensor i, the insert/replace
+// decision for key offered[i] (then the key decay), recording the accepted slot (or -1) in
+// pending[i]; the value itself is stored by the next pass (take_pending) or by
+// memoptim.buffer.CriticalBuffer.settle_state.
+void offer_deferred(const Tensor& offered, const TensorList& keys, const TensorList& replacements,
+                    const TensorList& pending, double decay) {
+  const double* key = offered.data_ptr<double>();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const int64_t capacity = keys[i].size(0);
+    int64_t* repl = replacements[i].data_ptr<int64_t>();
+    *pending[i].data_ptr<int64_t>() =
+        keys[i].scalar_type() == at::kDouble ? decide(keys[i].data_ptr<double>(), capacity, key[i], decay, repl)
+                                              : decide(keys[i].data_ptr<float>(), capacity, key[i], decay, repl);
+  }
+}
+
+// Runs every item of a step's jobs in one parallel region.  Deferred: each item first sums its
+// gradient's squares (the chunk is then in cache for the update), and the per-tensor norms --
+// the priority keys' raw material -- are returned; otherwise `after` runs (the resyncs) and an
+// empty tensor is returned.
+template <typename Job, typename After>
+Tensor run_items(const std::vector<Job>& jobs, const TensorList& grads, const std::vector<int64_t>& sizes,
+                 bool deferred, const After& after) {
+  const std::vector<Item> items = cut(sizes);
+  if (!deferred) {
+    for_items(items, [&](int64_t, const Item& it) { jobs[it.job].run(jobs[it.job], it.begin, it.end); });
+    after();
+    return Tensor();
+  }
+  std::vector<double> partial(items.size());
   for_items(items, [&](int64_t i, const Item& it) {
-    const Tensor& g = grads[it.job];
-    partial[i] = g.scalar_type() == at::kDouble ? sum_squares(g.data_ptr<double>(), it.begin, it.end)
-                                                 : sum_squares(g.data_ptr<float>(), it.begin, it.end);
+    partial[i] = item_sum_squares(grads[it.job], it);
+    jobs[it.job].run(jobs[it.job], it.begin, it.end);
   });
-  Tensor out = at::zeros({static_cast<int64_t>(grads.size())}, at::kDouble);
-  double* o = out.data_ptr<double>();
-  for (size_t i = 0; i < items.size(); ++i) o[items[i].job] += partial[i];  // item order: fixed
-  for (size_t j = 0; j < grads.size(); ++j) o[j] = std::sqrt(o[j]);
-  return out;
+  return norms_from(items, partial, grads.size());
 }
 
 // One Adam+CM (mode 0), Adam+CG (mode 1) or AdaMomentum (mode 2) step over a group's tensors.
-void adam_step(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+// `pending` non-empty (critical momenta only): the offer is deferred -- the pass stores the
+// previous step's accepted momentum and returns the gradient norms; offer_deferred follows.
+Tensor adam_step(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
                const TensorList& exp_avg_sqs, const TensorList& max_exp_avg_sqs,
                const TensorList& steps, const TensorList& values, const TensorList& sums,
                const TensorList& keys, const TensorList& replacements, const Tensor& offered,
                double lr, double beta1, double beta2, double eps, double weight_decay,
                bool amsgrad, bool decoupled, bool maximize, double decay, int64_t mode,
-               int64_t resync_interval) {
+               int64_t resync_interval, const TensorList& pending) {
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
+  const bool deferred = !pending.empty();
+  TORCH_CHECK(!deferred || (bufs.on() && mode == kCriticalMomenta),
+              "memoptim native kernel: deferred offers need critical momenta and a buffer");
   std::vector<AdamJob> jobs(params.size());
   std::vector<int64_t> sizes(params.size());
   std::vector<double> t(params.size());
@@ -462,31 +573,44 @@ void adam_step(const TensorList& params, const TensorList& grads, const TensorLi
     j.k = AdamScalars{lr, beta1, beta2, eps, weight_decay, 0.0, 0.0, amsgrad, decoupled, maximize};
     j.k.step_size = -lr / (1.0 - std::pow(beta1, t[i]));
     j.k.sqrt_bc2 = std::sqrt(1.0 - std::pow(beta2, t[i]));
-    j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    j.settle = nullptr;
+    if (deferred) {
+      j.value = nullptr;
+      bufs.open(i, &j.sum, &j.inv_capacity);
+      j.settle = take_pending(bufs, pending, exp_avgs[i], params[i], i, t[i], resync_interval);
+    } else {
+      j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    }
     j.p = params[i].data_ptr();
     j.g = grads[i].data_ptr();
     j.m = exp_avgs[i].data_ptr();
     j.v = exp_avg_sqs[i].data_ptr();
     j.vmax = ptr_or_null(max_exp_avg_sqs, i);
-    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr;
+    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr, settle = j.settle != nullptr;
     j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
-      return pick_adam<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, amsgrad, has_buf, accept);
+      return pick_adam<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, amsgrad, has_buf, accept,
+                                                                          settle);
     });
     sizes[i] = params[i].numel();
   }
-  for_items(cut(sizes), [&](int64_t, const Item& it) { jobs[it.job].run(jobs[it.job], it.begin, it.end); });
-  for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
+  return run_items(jobs, grads, sizes, deferred, [&] {
+    for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
+  });
 }
 
 // One SGD+CM (mode 0) or SGD+CG (mode 1) step.  momentum_buffers is empty when momentum is 0;
-// seed[i] != 0 marks a momentum buffer created (zero-filled) this step: b_1 = x_1.
-void sgd_step(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
+// seed[i] != 0 marks a momentum buffer created (zero-filled) this step: b_1 = x_1.  `pending`:
+// as for adam_step (SGD+CM with momentum only).
+Tensor sgd_step(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
               const std::vector<int64_t>& seed, const TensorList& steps, const TensorList& values,
               const TensorList& sums, const TensorList& keys, const TensorList& replacements,
               const Tensor& offered, double lr, double momentum, double dampening,
               double weight_decay, bool maximize, double decay, int64_t mode,
-              int64_t resync_interval) {
+              int64_t resync_interval, const TensorList& pending) {
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
+  const bool deferred = !pending.empty();
+  TORCH_CHECK(!deferred || (bufs.on() && mode == kSGDCriticalMomenta && !momentum_buffers.empty()),
+              "memoptim native kernel: deferred offers need critical momenta, momentum and a buffer");
   const SGDScalars k{lr, momentum, dampening, weight_decay, maximize};
   std::vector<SGDJob> jobs(params.size());
   std::vector<int64_t> sizes(params.size());
@@ -495,19 +619,31 @@ void sgd_step(const TensorList& params, const TensorList& grads, const TensorLis
     t[i] = next_step(steps[i]);
     SGDJob& j = jobs[i];
     j.k = k;
-    j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    j.seed = !seed.empty() && seed[i] != 0;
+    j.settle = nullptr;
+    if (deferred) {
+      j.value = nullptr;
+      bufs.open(i, &j.sum, &j.inv_capacity);
+      j.settle = take_pending(bufs, pending, momentum_buffers[i], params[i], i, t[i], resync_interval);
+      // a buffer created this step holds no m_{t-1}; Python never leaves an offer pending then
+      TORCH_CHECK(!(j.seed && j.settle != nullptr), "memoptim native kernel: pending offer without momentum");
+    } else {
+      j.value = bufs.take(i, &j.sum, &j.inv_capacity);
+    }
     j.p = params[i].data_ptr();
     j.g = grads[i].data_ptr();
     j.mom = ptr_or_null(momentum_buffers, i);
-    j.seed = !seed.empty() && seed[i] != 0;
-    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr, has_mom = j.mom != nullptr;
+    const bool has_buf = j.sum != nullptr, accept = j.value != nullptr, has_mom = j.mom != nullptr,
+               settle = j.settle != nullptr;
     j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
-      return pick_sgd<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, has_mom, has_buf, accept);
+      return pick_sgd<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, has_mom, has_buf, accept,
+                                                                         settle);
     });
     sizes[i] = params[i].numel();
   }
-  for_items(cut(sizes), [&](int64_t, const Item& it) { jobs[it.job].run(jobs[it.job], it.begin, it.end); });
-  for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
+  return run_items(jobs, grads, sizes, deferred, [&] {
+    for (size_t i = 0; i < params.size(); ++i) maybe_resync(bufs, i, t[i], resync_interval);
+  });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -515,4 +651,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("grad_norms", &grad_norms, "L2 norm of every tensor (float64)");
   m.def("adam_step", &adam_step, "fused Adam+CM / Adam+CG / AdaMomentum step");
   m.def("sgd_step", &sgd_step, "fused SGD+CM / SGD+CG step");
+  m.def("offer_deferred", &offer_deferred, "the offers of a deferred step, once its keys are known");
 }
