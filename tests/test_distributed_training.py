@@ -19,6 +19,7 @@ from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
 from memoptim.buffer import CriticalBuffer
 from memoptim.distributed import enable_dtensor_buffers, launch
 from memoptim.optim import base, native
+from test_native import _counting
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -135,11 +136,15 @@ def _ddp_worker(rank, world):
         ref_opt = _build(name, ref.parameters(), priority)
         opt = _build(name, ddp.parameters(), priority, fused)
         rule = type(getattr(opt, "base_optimizer", opt))._rule.__name__
-        with mock.patch.object(native, rule, wraps=getattr(native, rule)) as kernel:
+        calls = {"n": 0}
+        with mock.patch.object(native, rule, _counting(getattr(native, rule), calls)):
             for x, y in _batches(STEPS):
                 _step(ref, ref_opt, x, y, reference=True)
                 _step(ddp, opt, _local(x, rank, world), _local(y, rank, world))
-        assert kernel.call_count == (STEPS if fused else 0)
+        assert calls["n"] == (STEPS if fused else 0)
+        # the AdamCM offer is deferred under DDP (its keys are local norms), SGDCG's never
+        deferred = any("critical_pending" in st for st in _state(opt).values())
+        assert deferred == (fused and name == "AdamCM")
         what = f"DDP {name} priority={priority} fused={fused}"
         for (pname, p), q in zip(ddp.module.named_parameters(), ref.parameters()):
             _same_on_all_ranks(p, f"{what} {pname}")
@@ -232,7 +237,10 @@ def _zero_worker(rank, world):
         biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
         return [{"params": weights}, {"params": biases, "lr": 0.02}]
 
-    for cls, kw in ((AdamCM, dict(lr=0.05, buffer_size=3)), (SGDCG, dict(lr=0.1, momentum=0.5, buffer_size=3))):
+    # fused AdamCM: the native kernel; it defers its offer with tensor keys only (group keys span
+    # the ranks' partitions)
+    for cls, kw in ((AdamCM, dict(lr=0.05, buffer_size=3)), (SGDCG, dict(lr=0.1, momentum=0.5, buffer_size=3)),
+                    (AdamCM, dict(lr=0.05, buffer_size=3, fused=True))):
         for priority in ("group", "tensor"):
             ref = _model()
             ref_opt = cls(groups(ref), priority=priority, **kw)
@@ -241,10 +249,13 @@ def _zero_worker(rank, world):
             local = zero.optim
             n_local = sum(len(g["params"]) for g in local.param_groups)
             assert 0 < n_local < len(list(ref.parameters()))  # each rank holds a strict subset
-            what = f"ZeRO {cls.__name__} priority={priority}"
+            what = f"ZeRO {cls.__name__} priority={priority} fused={kw.get('fused')}"
             for step, (x, y) in enumerate(_batches(STEPS)):
                 _step(ref, ref_opt, x, y, reference=True)
                 _step(ddp, zero, _local(x, rank, world), _local(y, rank, world))
+                if kw.get("fused"):
+                    deferred = any("critical_pending" in st for st in local.state.values())
+                    assert deferred == (priority == "tensor"), what
                 for (pname, p), q in zip(ddp.module.named_parameters(), ref.parameters()):
                     _close(p, q, f"{what} step {step} {pname}")
                     if p in local.state:  # this rank's partition: its keys are the unpartitioned keys

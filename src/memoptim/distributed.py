@@ -228,6 +228,15 @@ def _full_group_grads(zero: Any, optimizer: Optimizer, group: dict[str, Any]) ->
 
 
 # --------------------------------------------------------------------------- keys
+def local_keys(optimizer: Optimizer, group: dict[str, Any]) -> bool:
+    """Whether ``group``'s priority keys are functions of the gradients of its own tensors
+    alone -- true except for ``priority="group"`` under ``ZeroRedundancyOptimizer``, whose
+    group spans the partitions of all ranks.  Only then may the native kernel derive the keys
+    from the norms it computes during its pass (a deferred offer); FSDP2's DTensors never
+    reach it."""
+    return group["priority"] != "group" or _zero_owner(optimizer) is None
+
+
 def priority_keys(
     optimizer: Optimizer, group: dict[str, Any], grads: list[Tensor], foreach: bool
 ) -> Tensor:

@@ -165,7 +165,8 @@ class MemoryOptimizer(BaseOptimizer):
                buffers: list[CriticalBuffer] | None) -> list[Tensor] | None:
         """The pending-offer entries of ``params`` if this step defers its offer, else ``None``.
 
-        Deferred (native kernel, critical momenta, keys computed locally): the kernel's single
+        Deferred (native kernel, critical momenta, keys that depend on this optimizer's
+        gradients only -- also under DDP, not for group keys under ZeRO): the kernel's single
         pass stores the previous step's accepted momentum and returns the gradient norms, and
         :meth:`_offer_deferred` decides this step's offers -- one pass over the gradients
         fewer, and no separate write of the slot.  Any other path first completes an offer
@@ -174,10 +175,17 @@ class MemoryOptimizer(BaseOptimizer):
         from memoptim.optim import native
 
         if (buffers is not None and is_native(kernel) and kernel.__name__ in native.DEFERRABLE
-                and self._can_defer(group) and not _distributed()):
+                and self._can_defer(group) and self._local_keys(group)):
             return [CriticalBuffer.pending_state(self.state[p], self._offered_state) for p in params]
         self._settle(params)
         return None
+
+    def _local_keys(self, group: dict[str, Any]) -> bool:
+        if not _distributed():
+            return True
+        from memoptim.distributed import local_keys
+
+        return local_keys(self, group)
 
     def _offer_deferred(self, group: dict[str, Any], grads: list[Tensor], buffers: list[CriticalBuffer],
                         pending: list[Tensor], norms: Tensor) -> None:
