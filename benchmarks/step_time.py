@@ -8,6 +8,13 @@ counterpart of the same base rule (measured in the same run), the fraction of
 timed steps on which the buffer replaced a slot, and optimizer-state bytes per
 parameter against the (C + 3) x parameter-size bound.
 
+Ratios are paired by round: each round's median of a row divided by the same
+round's median of its baseline, and the table shows the median of those ratios
+with their range over the rounds.  On a shared machine the available memory
+bandwidth drifts by 10-20% within minutes; the rows of one round run within
+about a second of each other, so the paired ratio cancels most of the drift, and
+the range shows what is left.
+
 ``fused`` rows are ``fused=True``: on CPU the native kernel of
 ``memoptim.optim.native`` (built on first use, not timed).
 
@@ -98,8 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="parameter count multiplier")
     ap.add_argument("--buffer-sizes", type=int, nargs="+", default=[5, 20])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per optimizer per round")
     ap.add_argument("--warmup", type=int, default=25, help="untimed steps (fills the buffers)")
     ap.add_argument("--only", nargs="*", help="subset of optimizer names")
     ap.add_argument("--threads", type=int, default=None)
@@ -149,38 +156,52 @@ def main() -> None:
         if "fused" in label and "torch" not in label:
             print(f"  warm-up of {label} (includes any kernel build): {time.perf_counter() - t0:.1f} s")
 
-    times: dict[str, list[float]] = {x: [] for x in names}
+    times: dict[str, list[list[float]]] = {x: [] for x in names}  # per round
     before = {x: replacements(runs[x][1]) for x in names}
     for _ in range(args.rounds):
         for label in names:
+            times[label].append([])
             for k in range(args.steps):
                 t0 = time.perf_counter()
                 one(label, k)
-                times[label].append(time.perf_counter() - t0)
+                times[label][-1].append(time.perf_counter() - t0)
     timed = args.rounds * args.steps
 
-    med = {x: statistics.median(v) * 1e3 for x, v in times.items()}
-    print(f"\nmedian of {timed} timed steps each; gradient scales: {args.keys}; key decay {args.decay}")
-    print(f"{'optimizer':<28}{'ms/step':>9}{'ratio':>8}  {'baseline':<26}{'repl.':>7}"
+    med = {x: statistics.median(t for r in v for t in r) * 1e3 for x, v in times.items()}
+    print(f"\nmedian of {timed} timed steps each ({args.rounds} rounds); gradient scales: {args.keys}; "
+          f"key decay {args.decay}; ratio: median over rounds of the paired ratio (range)")
+    print(f"{'optimizer':<28}{'ms/step':>9}{'ratio':>8}{'range':>12}  {'baseline':<26}{'repl.':>7}"
           f"{'state B/param':>15}{'bound':>7}")
     for label in names:
         name, _, c = label.partition(" C=")
         rule = BASE_RULE.get(name.split()[0])
         ref = min(COUNTERPARTS[rule], key=lambda x: med.get(x, float("inf"))) if rule else None
-        ratio = f"{med[label] / med[ref]:.2f}x" if ref in med else ""
+        ratio = span = ""
+        if ref in med:
+            paired = paired_ratios(times[label], times[ref])
+            ratio = f"{statistics.median(paired):.2f}x"
+            span = f"{min(paired):.2f}-{max(paired):.2f}"
         opt = runs[label][1]
         sb = state_bytes(opt) / n
         copies = STATE_COPIES.get(name.split()[0])
         bound = f"{4 * (copies + int(c or 0))}" if copies is not None else ""
         rate = (replacements(opt) - before[label]) / timed if c else None
         rep = f"{rate:.0%}" if rate is not None else ""
-        print(f"{label:<28}{med[label]:>9.2f}{ratio:>8}  {ref or '':<26}{rep:>7}{sb:>15.1f}{bound:>7}")
+        print(f"{label:<28}{med[label]:>9.2f}{ratio:>8}{span:>12}  {ref or '':<26}{rep:>7}{sb:>15.1f}"
+              f"{bound:>7}")
     for c1, c2 in zip(args.buffer_sizes, args.buffer_sizes[1:]):
         for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG", "AdamCM fused", "AdamCG fused", "SGDCM fused",
                   "SGDCG fused"):
             a, b = f"{m} C={c1}", f"{m} C={c2}"
             if a in med and b in med:
-                print(f"{m}: C={c2} / C={c1} step time = {med[b] / med[a]:.2f}")
+                paired = paired_ratios(times[b], times[a])
+                print(f"{m}: C={c2} / C={c1} step time = {statistics.median(paired):.2f} "
+                      f"(rounds {min(paired):.2f}-{max(paired):.2f})")
+
+
+def paired_ratios(rows: list[list[float]], refs: list[list[float]]) -> list[float]:
+    """Per round: the median of ``rows``' steps over the median of ``refs``' steps."""
+    return [statistics.median(a) / statistics.median(b) for a, b in zip(rows, refs)]
 
 
 def replacements(opt: torch.optim.Optimizer) -> int:

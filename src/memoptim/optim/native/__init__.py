@@ -1,4 +1,4 @@
-r"""Native fused CPU kernels (``fused=True`` on CPU): two memory passes per step, norms and update.
+r"""Native fused CPU kernels (``fused=True`` on CPU): one or two memory passes per step.
 
 The C++ source (``fused_cpu.cpp`` beside this file) is compiled on first use with
 :func:`torch.utils.cpp_extension.load` and cached in ``$TORCH_EXTENSIONS_DIR``
@@ -12,15 +12,25 @@ Each wrapper below has the signature of the rule of the same name in
 :mod:`memoptim.optim.functional` and the same semantics (the equivalence tests run
 both against the float64 reference).  Per step and group:
 
-1. :func:`grad_norms` reads every gradient once for the priority keys;
-2. the kernel, per tensor: decides insert/replace from the keys (scalar work),
-   then one loop updates the moments and the parameter, reading the running sum
-   for :math:`\operatorname{aggr}`, and -- only if the offer was accepted --
-   writes the chosen slot and moves the sum by ``new - old``; every
-   :data:`~memoptim.buffer.RESYNC_INTERVAL` steps it recomputes the sum exactly.
+* critical gradients (``adam_cg``, ``sgd_cg``) and any group whose keys need other
+  ranks' gradients: :func:`grad_norms` reads every gradient once for the priority
+  keys; then the kernel, per tensor, decides insert/replace from the keys (scalar
+  work) and one loop updates the moments and the parameter, reading the running sum
+  for :math:`\operatorname{aggr}`, and -- only if the offer was accepted -- writes
+  the chosen slot and moves the sum by ``new - old``;
+* critical momenta (``adam_cm``, ``sgd_cm`` with momentum), called with ``pending``:
+  the offer is *deferred by one step*.  The value offered at step :math:`t` is
+  :math:`m_t`, which step :math:`t+1` reads anyway as the old momentum, so step
+  :math:`t+1`'s single loop first stores it into the slot accepted at step :math:`t`
+  (and moves the sum), then aggregates -- the order of Algorithm 1 -- and meanwhile
+  sums the squares of the gradient; :func:`offer_deferred` then decides step
+  :math:`t+1`'s offer from those norms.  Keys are final after each step; the values
+  are completed by the next pass or by :meth:`memoptim.buffer.CriticalBuffer.settle_state`
+  (inspection, ``state_dict``, another path).
 
-So Adam+CM touches 9 numbers per parameter on a step without a replacement and
-12 with one, against Adam's 7 (the memory-traffic floor of the rule).
+Every :data:`~memoptim.buffer.RESYNC_INTERVAL` steps the kernel recomputes the sum
+exactly.  Numbers moved per parameter and step: Adam 7; Adam+CM 8 without and 11
+with a replacement (deferred); Adam+CG 9 and 12.
 """
 
 from __future__ import annotations

@@ -1,15 +1,24 @@
-// memoptim's native CPU kernels: one update pass per tensor per step (plus one read of the
-// gradients for the priority keys) for every update rule.
+// memoptim's native CPU kernels: one pass over memory per step for the critical-momenta rules,
+// two (a read of the gradients for the priority keys, then the update) for the others.
 //
 // Why a hand-written kernel: the rules of memoptim.optim.functional, run as torch ops, make
 // one pass over memory per operation; compiled by inductor they still make ~14 passes for
-// Adam+CM because the buffer slot is a read-modify-write that inductor materialises.  Here a
-// step is two passes over the group: grad_norms reads every gradient once for the priority
-// keys; then, per tensor, the insert/replace decision is a few scalar operations on its keys,
-// and one loop updates the moments and the parameter and -- only when the offer was accepted
-// -- writes the chosen slot and moves the running sum.  Each pass is one parallel region over
-// all the tensors of the group (see `cut`).  The per-element maths follows the eager kernels
-// operation by operation (no FMA contraction), so results agree with them to rounding.
+// Adam+CM because the buffer slot is a read-modify-write that inductor materialises.  Here:
+//
+// * critical gradients (and group keys under ZeRO): grad_norms reads every gradient once for
+//   the keys; then, per tensor, the insert/replace decision is a few scalar operations on its
+//   keys, and one loop updates the moments and the parameter and -- only when the offer was
+//   accepted -- writes the chosen slot and moves the running sum;
+// * critical momenta (`pending` given): the offer is deferred by one step.  m_t, offered at
+//   step t, is what step t+1 reads as the old momentum, so step t+1's loop first stores it
+//   into the slot accepted at step t and moves the sum (take_pending), then aggregates, as
+//   Algorithm 1 orders it, and meanwhile sums the squares of the gradient; the decision for
+//   step t+1 follows the pass (offer_deferred).  8 numbers per parameter move without a
+//   replacement, 11 with one, against Adam's 7.
+//
+// Each pass is one parallel region over all the tensors of the group (see `cut`).  The
+// per-element maths follows the eager kernels operation by operation (no FMA contraction), so
+// results agree with them to rounding.
 //
 // Semantics are those of memoptim.buffer.offer and memoptim.optim.functional; see there (and
 // the project's spec) for the equations.  Supported: CPU, dense, contiguous tensors; float32
