@@ -16,7 +16,9 @@ about a second of each other, so the paired ratio cancels most of the drift, and
 the range shows what is left.
 
 ``fused`` rows are ``fused=True``: on CPU the native kernel of
-``memoptim.optim.native`` (built on first use, not timed).
+``memoptim.optim.native`` (built on first use, not timed).  ``AdamCM fused two-pass``
+is AdamCM with its offer not deferred (a separate norm pass, as for critical
+gradients): what the deferred offer gains, measured in the same run.
 
     python benchmarks/step_time.py                     # ~10M parameters, 98 tensors
     python benchmarks/step_time.py --scale 0.1 --rounds 3 --buffer-sizes 5 20
@@ -59,6 +61,14 @@ def make_params(shapes, dtype) -> list[torch.Tensor]:
     return [torch.randn(s, generator=g, dtype=dtype).requires_grad_(True) for s in shapes]
 
 
+class _TwoPassAdamCM(memoptim.AdamCM):
+    """AdamCM whose native step does not defer the offer (a norm pass, then the update pass
+    writing the slot), as for critical gradients: the A/B row for the deferred offer."""
+
+    def _can_defer(self, group: dict) -> bool:
+        return False
+
+
 def build(name: str, params, buffer_size: int, decay: float = 0.7) -> torch.optim.Optimizer:
     mem = {"buffer_size": buffer_size, "decay": decay}
     table: dict[str, Callable[[], torch.optim.Optimizer]] = {
@@ -71,6 +81,7 @@ def build(name: str, params, buffer_size: int, decay: float = 0.7) -> torch.opti
         "AdamCM": lambda: memoptim.AdamCM(params, **mem),
         "AdamCM foreach=False": lambda: memoptim.AdamCM(params, **mem, foreach=False),
         "AdamCM fused": lambda: memoptim.AdamCM(params, **mem, fused=True),
+        "AdamCM fused two-pass": lambda: _TwoPassAdamCM(params, **mem, fused=True),
         "AdamCG fused": lambda: memoptim.AdamCG(params, **mem, fused=True),
         "SGDCM fused": lambda: memoptim.SGDCM(params, **mem, fused=True),
         "SGDCG fused": lambda: memoptim.SGDCG(params, **mem, fused=True),
@@ -129,7 +140,9 @@ def main() -> None:
     names = [x for v in COUNTERPARTS.values() for x in v]
     for c in args.buffer_sizes:
         names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG") for v in ("", " fused")]
-    names += [f"AdamCM foreach=False C={args.buffer_sizes[0]}", "AdaMomentum", "AdaMomentum fused"]
+    c0 = args.buffer_sizes[0]
+    names += [f"AdamCM foreach=False C={c0}", f"AdamCM fused two-pass C={c0}", "AdaMomentum",
+              "AdaMomentum fused"]
     if args.only:
         names = [x for x in names if any(x.startswith(o) for o in args.only)]
 

@@ -331,3 +331,21 @@ def test_sgd_momentum_switched_off_mid_run_completes_the_pending_offer():
         fused.step()
         eager.step()
         torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12, msg=f"step {t + 1}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["AdamCM", "SGDCM"])
+def test_one_pass_norms_are_grad_norms_to_the_bit(name, dtype):
+    """The deferred pass sums the squares inside its update loop in grad_norms' lane layout: the
+    key it stores is grad_norms' (here: after one step, into an empty buffer, decayed once)."""
+    torch.manual_seed(0)
+    ps = [torch.randn(n, dtype=dtype, requires_grad=True) for n in (1, 15, 16, 17, 40_000)]
+    ps.append(torch.randn(130, 131, dtype=dtype, requires_grad=True))
+    opt = getattr(memoptim, name)(ps, fused=True, priority="tensor", decay=0.7)
+    for p in ps:
+        p.grad = torch.randn(p.shape, dtype=dtype) * 3
+    expected = native.grad_norms([p.grad for p in ps]).to(dtype) * torch.tensor(0.7, dtype=dtype)
+    opt.step()
+    assert all("critical_pending" in opt.state[p] for p in ps)  # the one-pass path ran
+    got = torch.stack([opt.state[p]["critical_keys"][0] for p in ps])
+    assert torch.equal(got, expected)

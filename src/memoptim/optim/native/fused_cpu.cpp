@@ -68,13 +68,25 @@ void for_items(const std::vector<Item>& items, const F& f) {
   });
 }
 
+// Sums of squares use kLanes lanes in a fixed layout: element j of a range starting at b goes
+// to lane (j - b) mod kLanes, the last (e - b) mod kLanes elements to lane 0, and the lanes are
+// added pairwise (lanes_total).  Deterministic, vectorisable without reassociation, and the same
+// in grad_norms and in the one-pass loops (for_lanes), so both give the same bits.
+constexpr int kLanes = 16;
+
+inline double lanes_total(double* acc) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int l = 0; l < width; ++l) acc[l] = acc[l] + acc[l + width];
+  }
+  return acc[0];
+}
+
 template <typename T>
 double sum_squares(const T* __restrict__ x, int64_t b, int64_t e) {
-  // Eight independent lanes in a fixed order: vectorisable and deterministic.
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  double acc[kLanes] = {};
   int64_t j = b;
-  for (; j + 8 <= e; j += 8) {
-    for (int l = 0; l < 8; ++l) {
+  for (; j + kLanes <= e; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
       const double v = static_cast<double>(x[j + l]);
       acc[l] += v * v;
     }
@@ -83,7 +95,7 @@ double sum_squares(const T* __restrict__ x, int64_t b, int64_t e) {
     const double v = static_cast<double>(x[j]);
     acc[0] += v * v;
   }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return lanes_total(acc);
 }
 
 // One buffer's insert/replace decision (memoptim.buffer.offer), then the key decay.
@@ -143,10 +155,11 @@ struct AdamConsts {
 // the same loop written inside the parallel_for lambda, reading captured references, is not.
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
           bool AMSGRAD>
-void adam_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T* __restrict__ V,
-                T* __restrict__ VM, A* __restrict__ S, B* __restrict__ VAL, B* __restrict__ PEND,
-                const A inv_c, const AdamConsts<T> c, const int64_t b, const int64_t e) {
-  for (int64_t j = b; j < e; ++j) {
+__attribute__((always_inline)) inline void adam_elem(
+    T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T* __restrict__ V, T* __restrict__ VM,
+    A* __restrict__ S, B* __restrict__ VAL, B* __restrict__ PEND, const A inv_c, const AdamConsts<T> c,
+    const int64_t j) {
+  {
     // Deferred offer (critical momenta only): m_{t-1}, accepted last step and still in M,
     // goes into its slot now, before this step aggregates -- the order Algorithm 1 prescribes.
     if constexpr (SETTLE) store(PEND, S, j, static_cast<A>(M[j]));
@@ -184,10 +197,48 @@ void adam_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T
   }
 }
 
+// The loop over [b, e).  NORM (a deferred offer): also the squares of the raw gradient, in the
+// lanes of sum_squares, returned as their total.  Inside the update loop the squares cost
+// nothing measurable; a separate read of the chunk for them, even from cache, serialises with
+// the update's memory streams and costs as much as a norm pass over memory.
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool AMSGRAD, bool NORM>
+double adam_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ M, T* __restrict__ V,
+                  T* __restrict__ VM, A* __restrict__ S, B* __restrict__ VAL, B* __restrict__ PEND,
+                  const A inv_c, const AdamConsts<T> c, const int64_t b, const int64_t e) {
+  if constexpr (!NORM) {
+    // omp simd: the elements are independent (each j touches index j of distinct tensors only);
+    // it spares GCC the alias checks it would otherwise need between the inlined body's pointers.
+#pragma omp simd
+    for (int64_t j = b; j < e; ++j) {
+      adam_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD>(P, G, M, V, VM, S, VAL, PEND, inv_c, c, j);
+    }
+    return 0.0;
+  } else {
+    double acc[kLanes] = {};
+    int64_t j = b;
+    for (; j + kLanes <= e; j += kLanes) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const double g = static_cast<double>(G[j + l]);
+        acc[l] += g * g;
+        adam_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD>(P, G, M, V, VM, S, VAL, PEND, inv_c, c,
+                                                                   j + l);
+      }
+    }
+    for (; j < e; ++j) {
+      const double g = static_cast<double>(G[j]);
+      acc[0] += g * g;
+      adam_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD>(P, G, M, V, VM, S, VAL, PEND, inv_c, c, j);
+    }
+    return lanes_total(acc);
+  }
+}
+
 // One tensor's share of an Adam-family step: pointers, the slot decision, its scalars, and the
 // instantiation of adam_range that fits its dtypes and options.
 struct AdamJob {
-  void (*run)(const AdamJob&, int64_t, int64_t);
+  double (*run)(const AdamJob&, int64_t, int64_t);  // returns the range's sum of squares if deferred
   void* p;
   const void* g;
   void* m;
@@ -201,8 +252,8 @@ struct AdamJob {
 };
 
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
-          bool AMSGRAD>
-void adam_job(const AdamJob& j, int64_t b, int64_t e) {
+          bool AMSGRAD, bool NORM>
+double adam_job(const AdamJob& j, int64_t b, int64_t e) {
   const AdamScalars& k = j.k;
   const T wd = static_cast<T>(k.weight_decay);
   const AdamConsts<T> c{
@@ -213,35 +264,38 @@ void adam_job(const AdamJob& j, int64_t b, int64_t e) {
       static_cast<T>(k.step_size),
       // as the eager path: divide by sqrt(1 - beta2^t), computed in double, rounded to T
       static_cast<T>(k.sqrt_bc2)};
-  adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD>(
+  return adam_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, AMSGRAD, NORM>(
       static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.m), static_cast<T*>(j.v),
       static_cast<T*>(j.vmax), static_cast<A*>(j.sum), static_cast<B*>(j.value),
       static_cast<B*>(j.settle), static_cast<A>(j.inv_capacity), c, b, e);
 }
 
+using AdamRun = double (*)(const AdamJob&, int64_t, int64_t);
+
+// deferred: a deferred offer's pass (the norms in the loop; the previous offer stored if settle).
 template <typename T, typename B, typename A, int64_t MODE, bool AMSGRAD>
-auto pick_adam_buf(bool has_buf, bool accept, bool settle) -> void (*)(const AdamJob&, int64_t, int64_t) {
-  if (!has_buf) return &adam_job<T, B, A, MODE, false, false, false, AMSGRAD>;
-  if (accept) return &adam_job<T, B, A, MODE, true, true, false, AMSGRAD>;
+AdamRun pick_adam_buf(bool has_buf, bool accept, bool deferred, bool settle) {
+  if (!has_buf) return &adam_job<T, B, A, MODE, false, false, false, AMSGRAD, false>;
+  if (accept) return &adam_job<T, B, A, MODE, true, true, false, AMSGRAD, false>;
   if constexpr (MODE == kCriticalMomenta) {
-    if (settle) return &adam_job<T, B, A, MODE, true, false, true, AMSGRAD>;
+    if (deferred && settle) return &adam_job<T, B, A, MODE, true, false, true, AMSGRAD, true>;
+    if (deferred) return &adam_job<T, B, A, MODE, true, false, false, AMSGRAD, true>;
   }
-  return &adam_job<T, B, A, MODE, true, false, false, AMSGRAD>;
+  return &adam_job<T, B, A, MODE, true, false, false, AMSGRAD, false>;
 }
 
 template <typename T, typename B, typename A>
-auto pick_adam(int64_t mode, bool amsgrad, bool has_buf, bool accept, bool settle)
-    -> void (*)(const AdamJob&, int64_t, int64_t) {
+AdamRun pick_adam(int64_t mode, bool amsgrad, bool has_buf, bool accept, bool deferred, bool settle) {
   if (mode == kCriticalMomenta) {
-    return amsgrad ? pick_adam_buf<T, B, A, kCriticalMomenta, true>(has_buf, accept, settle)
-                   : pick_adam_buf<T, B, A, kCriticalMomenta, false>(has_buf, accept, settle);
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalMomenta, true>(has_buf, accept, deferred, settle)
+                   : pick_adam_buf<T, B, A, kCriticalMomenta, false>(has_buf, accept, deferred, settle);
   }
   if (mode == kCriticalGradients) {
-    return amsgrad ? pick_adam_buf<T, B, A, kCriticalGradients, true>(has_buf, accept, false)
-                   : pick_adam_buf<T, B, A, kCriticalGradients, false>(has_buf, accept, false);
+    return amsgrad ? pick_adam_buf<T, B, A, kCriticalGradients, true>(has_buf, accept, false, false)
+                   : pick_adam_buf<T, B, A, kCriticalGradients, false>(has_buf, accept, false, false);
   }
-  return amsgrad ? pick_adam_buf<T, B, A, kAdaMomentum, true>(false, false, false)
-                 : pick_adam_buf<T, B, A, kAdaMomentum, false>(false, false, false);
+  return amsgrad ? pick_adam_buf<T, B, A, kAdaMomentum, true>(false, false, false, false)
+                 : pick_adam_buf<T, B, A, kAdaMomentum, false>(false, false, false, false);
 }
 
 struct SGDScalars {
@@ -258,10 +312,10 @@ struct SGDConsts {
 
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
           bool MOMENTUM>
-void sgd_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, A* __restrict__ S,
-               B* __restrict__ VAL, B* __restrict__ PEND, const A inv_c, const SGDConsts<T> c,
-               const int64_t b, const int64_t e) {
-  for (int64_t j = b; j < e; ++j) {
+__attribute__((always_inline)) inline void sgd_elem(
+    T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, A* __restrict__ S, B* __restrict__ VAL,
+    B* __restrict__ PEND, const A inv_c, const SGDConsts<T> c, const int64_t j) {
+  {
     if constexpr (SETTLE) store(PEND, S, j, static_cast<A>(MOM[j]));  // deferred offer of m_{t-1}
     const T param = P[j];
     const T grad = G[j] * c.sign + c.wd * param;  // wd = 0: exactly g (up to the sign of a zero)
@@ -289,8 +343,40 @@ void sgd_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, 
   }
 }
 
+// As adam_range.
+template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
+          bool MOMENTUM, bool NORM>
+double sgd_range(T* __restrict__ P, const T* __restrict__ G, T* __restrict__ MOM, A* __restrict__ S,
+                 B* __restrict__ VAL, B* __restrict__ PEND, const A inv_c, const SGDConsts<T> c,
+                 const int64_t b, const int64_t e) {
+  if constexpr (!NORM) {
+#pragma omp simd
+    for (int64_t j = b; j < e; ++j) {
+      sgd_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM>(P, G, MOM, S, VAL, PEND, inv_c, c, j);
+    }
+    return 0.0;
+  } else {
+    double acc[kLanes] = {};
+    int64_t j = b;
+    for (; j + kLanes <= e; j += kLanes) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const double g = static_cast<double>(G[j + l]);
+        acc[l] += g * g;
+        sgd_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM>(P, G, MOM, S, VAL, PEND, inv_c, c, j + l);
+      }
+    }
+    for (; j < e; ++j) {
+      const double g = static_cast<double>(G[j]);
+      acc[0] += g * g;
+      sgd_elem<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM>(P, G, MOM, S, VAL, PEND, inv_c, c, j);
+    }
+    return lanes_total(acc);
+  }
+}
+
 struct SGDJob {
-  void (*run)(const SGDJob&, int64_t, int64_t);
+  double (*run)(const SGDJob&, int64_t, int64_t);  // returns the range's sum of squares if deferred
   void* p;
   const void* g;
   void* mom;    // null: no momentum
@@ -303,37 +389,39 @@ struct SGDJob {
 };
 
 template <typename T, typename B, typename A, int64_t MODE, bool HAS_BUF, bool ACCEPT, bool SETTLE,
-          bool MOMENTUM>
-void sgd_job(const SGDJob& j, int64_t b, int64_t e) {
+          bool MOMENTUM, bool NORM>
+double sgd_job(const SGDJob& j, int64_t b, int64_t e) {
   // A fresh momentum buffer is seeded with b_1 = x_1 as 0 * b + 1 * x: no branch in the loop.
   const SGDConsts<T> c{j.seed ? T(0) : static_cast<T>(j.k.momentum),
                        j.seed ? T(1) : static_cast<T>(1.0 - j.k.dampening),
                        static_cast<T>(j.k.weight_decay), static_cast<T>(j.k.lr),
                        j.k.maximize ? T(-1) : T(1)};
-  sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM>(
+  return sgd_range<T, B, A, MODE, HAS_BUF, ACCEPT, SETTLE, MOMENTUM, NORM>(
       static_cast<T*>(j.p), static_cast<const T*>(j.g), static_cast<T*>(j.mom), static_cast<A*>(j.sum),
       static_cast<B*>(j.value), static_cast<B*>(j.settle), static_cast<A>(j.inv_capacity), c, b, e);
 }
 
+using SGDRun = double (*)(const SGDJob&, int64_t, int64_t);
+
 template <typename T, typename B, typename A, int64_t MODE, bool MOMENTUM>
-auto pick_sgd_buf(bool has_buf, bool accept, bool settle) -> void (*)(const SGDJob&, int64_t, int64_t) {
-  if (!has_buf) return &sgd_job<T, B, A, MODE, false, false, false, MOMENTUM>;
-  if (accept) return &sgd_job<T, B, A, MODE, true, true, false, MOMENTUM>;
+SGDRun pick_sgd_buf(bool has_buf, bool accept, bool deferred, bool settle) {
+  if (!has_buf) return &sgd_job<T, B, A, MODE, false, false, false, MOMENTUM, false>;
+  if (accept) return &sgd_job<T, B, A, MODE, true, true, false, MOMENTUM, false>;
   if constexpr (MODE == kSGDCriticalMomenta && MOMENTUM) {
-    if (settle) return &sgd_job<T, B, A, MODE, true, false, true, MOMENTUM>;
+    if (deferred && settle) return &sgd_job<T, B, A, MODE, true, false, true, MOMENTUM, true>;
+    if (deferred) return &sgd_job<T, B, A, MODE, true, false, false, MOMENTUM, true>;
   }
-  return &sgd_job<T, B, A, MODE, true, false, false, MOMENTUM>;
+  return &sgd_job<T, B, A, MODE, true, false, false, MOMENTUM, false>;
 }
 
 template <typename T, typename B, typename A>
-auto pick_sgd(int64_t mode, bool momentum, bool has_buf, bool accept, bool settle)
-    -> void (*)(const SGDJob&, int64_t, int64_t) {
+SGDRun pick_sgd(int64_t mode, bool momentum, bool has_buf, bool accept, bool deferred, bool settle) {
   if (mode == kSGDCriticalMomenta) {
-    return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalMomenta, true>(has_buf, accept, settle)
-                    : pick_sgd_buf<T, B, A, kSGDCriticalMomenta, false>(has_buf, accept, false);
+    return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalMomenta, true>(has_buf, accept, deferred, settle)
+                    : pick_sgd_buf<T, B, A, kSGDCriticalMomenta, false>(has_buf, accept, false, false);
   }
-  return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalGradients, true>(has_buf, accept, false)
-                  : pick_sgd_buf<T, B, A, kSGDCriticalGradients, false>(has_buf, accept, false);
+  return momentum ? pick_sgd_buf<T, B, A, kSGDCriticalGradients, true>(has_buf, accept, false, false)
+                  : pick_sgd_buf<T, B, A, kSGDCriticalGradients, false>(has_buf, accept, false, false);
 }
 
 // The buffer arguments of one call: either all empty (memory off) or one entry per tensor.
@@ -538,10 +626,9 @@ void offer_deferred(const Tensor& offered, const TensorList& keys, const TensorL
   }
 }
 
-// Runs every item of a step's jobs in one parallel region.  Deferred: each item first sums its
-// gradient's squares (the chunk is then in cache for the update), and the per-tensor norms --
-// the priority keys' raw material -- are returned; otherwise `after` runs (the resyncs) and an
-// empty tensor is returned.
+// Runs every item of a step's jobs in one parallel region.  Deferred: the jobs' loops also sum
+// the gradients' squares, and the per-tensor norms -- the priority keys' raw material -- are
+// returned; otherwise `after` runs (the resyncs) and an empty tensor is returned.
 template <typename Job, typename After>
 Tensor run_items(const std::vector<Job>& jobs, const TensorList& grads, const std::vector<int64_t>& sizes,
                  bool deferred, const After& after) {
@@ -552,10 +639,7 @@ Tensor run_items(const std::vector<Job>& jobs, const TensorList& grads, const st
     return Tensor();
   }
   std::vector<double> partial(items.size());
-  for_items(items, [&](int64_t i, const Item& it) {
-    partial[i] = item_sum_squares(grads[it.job], it);
-    jobs[it.job].run(jobs[it.job], it.begin, it.end);
-  });
+  for_items(items, [&](int64_t i, const Item& it) { partial[i] = jobs[it.job].run(jobs[it.job], it.begin, it.end); });
   return norms_from(items, partial, grads.size());
 }
 
@@ -598,7 +682,7 @@ Tensor adam_step(const TensorList& params, const TensorList& grads, const Tensor
     const bool has_buf = j.sum != nullptr, accept = j.value != nullptr, settle = j.settle != nullptr;
     j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
       return pick_adam<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, amsgrad, has_buf, accept,
-                                                                          settle);
+                                                                          deferred, settle);
     });
     sizes[i] = params[i].numel();
   }
@@ -646,7 +730,7 @@ Tensor sgd_step(const TensorList& params, const TensorList& grads, const TensorL
                settle = j.settle != nullptr;
     j.run = with_types(params[i], bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
       return pick_sgd<decltype(t_tag), decltype(b_tag), decltype(a_tag)>(mode, has_mom, has_buf, accept,
-                                                                         settle);
+                                                                         deferred, settle);
     });
     sizes[i] = params[i].numel();
   }
