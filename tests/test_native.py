@@ -242,6 +242,15 @@ def _grads(ps, t, g):
         p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype) * (1 + t % 4)
 
 
+def _step_twins(a, b, opts, t, g):
+    """Step ``opts`` (optimizing ``a`` and its clone ``b``) on the same random gradients."""
+    _grads(a, t, g)
+    for p, q in zip(a, b):
+        q.grad = p.grad.clone()
+    for opt in opts:
+        opt.step()
+
+
 @pytest.mark.parametrize(("name", "hyper", "deferred"), [
     ("AdamCM", {}, True), ("SGDCM", {"momentum": 0.9}, True), ("SGDCM", {"momentum": 0.0}, False),
     ("AdamCG", {}, False), ("SGDCG", {"momentum": 0.9}, False),
@@ -278,11 +287,7 @@ def test_switching_execution_path_mid_run_completes_the_pending_offer(name):
         if t == 30:
             torch.manual_seed(0)
             a[0].data = a[0].data.t().contiguous().t()  # non-contiguous: the compiled path
-        _grads(a, t, g)
-        for p, q in zip(a, b):
-            q.grad = p.grad.clone()
-        switching.step()
-        eager.step()
+        _step_twins(a, b, (switching, eager), t, g)
         for p, q in zip(a, b):
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=f"step {t + 1}")
     assert "critical_pending" not in switching.state[a[0]]  # its last steps were compiled
@@ -305,11 +310,7 @@ def test_checkpoint_around_a_resync_step_resumes_bit_exactly(at):
             resumed = make(b)
             resumed.load_state_dict(first.state_dict())
             first = resumed
-        _grads(a, t, g)
-        for p, q in zip(a, b):
-            q.grad = p.grad.clone()
-        straight.step()
-        first.step()
+        _step_twins(a, b, (straight, first), t, g)
     for p, q in zip(a, b):
         assert torch.equal(p, q)
         assert torch.equal(memoptim.CriticalBuffer.from_state(straight.state[p]).total,
@@ -326,10 +327,7 @@ def test_sgd_momentum_switched_off_mid_run_completes_the_pending_offer():
     for t in range(20):
         if t == 8:
             fused.param_groups[0]["momentum"] = eager.param_groups[0]["momentum"] = 0.0
-        _grads(a, t, g)
-        b[0].grad = a[0].grad.clone()
-        fused.step()
-        eager.step()
+        _step_twins(a, b, (fused, eager), t, g)
         torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12, msg=f"step {t + 1}")
 
 

@@ -173,16 +173,16 @@ class CriticalBuffer:
         source = state.pop(_PENDING_FROM, None)
         if slot_t is None or _KEYS not in state:
             return
-        values, total = state[_VALUES], state[_SUM]
+        buf = CriticalBuffer(state[_KEYS], state[_VALUES], state[_SUM], state[_REPL])
         slot = int(slot_t)
         if slot >= 0:
-            old = values[slot].to(total.dtype, copy=True)
-            new = state[source].to(values.dtype)
-            values[slot].copy_(new)
-            total.add_(new.to(total.dtype) - old)
+            old = buf.values[slot].to(buf.total.dtype, copy=True)
+            new = state[source].to(buf.values.dtype)
+            buf.values[slot].copy_(new)
+            buf.total.add_(new.to(buf.total.dtype) - old)
         step = state.get("step")
         if step is not None and int(step) % RESYNC_INTERVAL == 0:
-            torch.sum(values, dim=0, dtype=total.dtype, out=total)
+            buf.resync()
 
     # ------------------------------------------------------------ inspection
     @property

@@ -71,7 +71,7 @@ void for_items(const std::vector<Item>& items, const F& f) {
 // Sums of squares use kLanes lanes in a fixed layout: element j of a range starting at b goes
 // to lane (j - b) mod kLanes, the last (e - b) mod kLanes elements to lane 0, and the lanes are
 // added pairwise (lanes_total).  Deterministic, vectorisable without reassociation, and the same
-// in grad_norms and in the one-pass loops (for_lanes), so both give the same bits.
+// in grad_norms and in the one-pass loops (adam_range, sgd_range), so both give the same bits.
 constexpr int kLanes = 16;
 
 inline double lanes_total(double* acc) {
@@ -117,6 +117,13 @@ int64_t decide(K* keys, int64_t capacity, double offered_d, double decay, int64_
   const K d = static_cast<K>(decay);
   for (int64_t c = 0; c < capacity; ++c) keys[c] = keys[c] * d;
   return accept ? slot : -1;
+}
+
+// decide on a (C,) float32 or float64 key tensor.
+int64_t decide(const Tensor& keys, double offered, double decay, const Tensor& replacements) {
+  int64_t* repl = replacements.data_ptr<int64_t>();
+  if (keys.scalar_type() == at::kDouble) return decide(keys.data_ptr<double>(), keys.size(0), offered, decay, repl);
+  return decide(keys.data_ptr<float>(), keys.size(0), offered, decay, repl);
 }
 
 // torch.lerp's formula (two forms for accuracy near weight 1).
@@ -441,14 +448,8 @@ struct Buffers {
     *sum = nullptr;
     *inv_capacity = 0.0;
     if (!on()) return nullptr;
-    const int64_t capacity = values[i].size(0);
-    int64_t* repl = replacements[i].data_ptr<int64_t>();
-    const double key = offered.data_ptr<double>()[i];
-    int64_t slot;
-    if (keys[i].scalar_type() == at::kDouble) slot = decide(keys[i].data_ptr<double>(), capacity, key, decay, repl);
-    else slot = decide(keys[i].data_ptr<float>(), capacity, key, decay, repl);
-    *sum = sums[i].data_ptr();
-    *inv_capacity = 1.0 / static_cast<double>(capacity);
+    const int64_t slot = decide(keys[i], offered.data_ptr<double>()[i], decay, replacements[i]);
+    open(i, sum, inv_capacity);
     return slot < 0 ? nullptr : slot_ptr(i, slot);
   }
 
@@ -502,12 +503,19 @@ bool same_dense(const Tensor& t, const Tensor& like) {
          t.sizes() == like.sizes();
 }
 
-// Recomputes tensor i's running sum exactly from its values every 256 steps (the same
-// torch.sum as memoptim.buffer.CriticalBuffer.resync, so the same rounding).
+// Whether step (1-based) is one after which the running sums are recomputed.
+bool resync_step(double step, int64_t interval) {
+  return step > 0.0 && interval > 0 && std::fmod(step, static_cast<double>(interval)) == 0.0;
+}
+
+// Recomputes tensor i's running sum exactly from its values (the same torch.sum as
+// memoptim.buffer.CriticalBuffer.resync, so the same rounding).
+void resync(const Buffers& bufs, size_t i) {
+  at::sum_out(const_cast<Tensor&>(bufs.sums[i]), bufs.values[i], {0}, false, bufs.sums[i].scalar_type());
+}
+
 void maybe_resync(const Buffers& bufs, size_t i, double step, int64_t interval) {
-  if (bufs.on() && interval > 0 && std::fmod(step, static_cast<double>(interval)) == 0.0) {
-    at::sum_out(const_cast<Tensor&>(bufs.sums[i]), bufs.values[i], {0}, false, bufs.sums[i].scalar_type());
-  }
+  if (bufs.on() && resync_step(step, interval)) resync(bufs, i);
 }
 
 template <typename T, typename B, typename A>
@@ -527,8 +535,7 @@ void* take_pending(const Buffers& bufs, const TensorList& pending, const Tensor&
   const int64_t slot = *entry;
   *entry = -1;
   void* target = slot >= 0 ? bufs.slot_ptr(i, slot) : nullptr;
-  const double last = step - 1.0;
-  if (last > 0.0 && interval > 0 && std::fmod(last, static_cast<double>(interval)) == 0.0) {
+  if (resync_step(step - 1.0, interval)) {
     if (target != nullptr) {
       with_types(param, bufs, i, [&](auto t_tag, auto b_tag, auto a_tag) {
         using T = decltype(t_tag);
@@ -539,7 +546,7 @@ void* take_pending(const Buffers& bufs, const TensorList& pending, const Tensor&
         return 0;
       });
     }
-    at::sum_out(const_cast<Tensor&>(bufs.sums[i]), bufs.values[i], {0}, false, bufs.sums[i].scalar_type());
+    resync(bufs, i);
     return nullptr;
   }
   return target;
@@ -618,11 +625,7 @@ void offer_deferred(const Tensor& offered, const TensorList& keys, const TensorL
                     const TensorList& pending, double decay) {
   const double* key = offered.data_ptr<double>();
   for (size_t i = 0; i < keys.size(); ++i) {
-    const int64_t capacity = keys[i].size(0);
-    int64_t* repl = replacements[i].data_ptr<int64_t>();
-    *pending[i].data_ptr<int64_t>() =
-        keys[i].scalar_type() == at::kDouble ? decide(keys[i].data_ptr<double>(), capacity, key[i], decay, repl)
-                                              : decide(keys[i].data_ptr<float>(), capacity, key[i], decay, repl);
+    *pending[i].data_ptr<int64_t>() = decide(keys[i], key[i], decay, replacements[i]);
   }
 }
 
