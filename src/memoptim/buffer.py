@@ -9,11 +9,15 @@ or momenta), each with a scalar priority key.  Per step, in this order
    .. math:: \operatorname{aggr}(x, B) = x + \frac{1}{C} \sum_{b \in B} b
 
    -- divided by the *capacity* :math:`C`, not by the number of filled slots;
-   an empty buffer gives :math:`x` exactly;
+   an empty buffer gives :math:`x` exactly.  The authors' code divides by the number
+   :math:`n` of filled slots instead (``aggregation="filled"``:
+   :math:`x + \frac{1}{\max(n, 1)}\sum_{b\in B} b`);
 2. **offer** ``(key, value)``: if a slot is free the value is copied into the
    first free slot; otherwise it replaces the slot holding the smallest key,
    but only if ``key > min(keys)`` (ties do not replace).  A non-finite key is
-   never inserted;
+   never inserted.  With the ``"random"`` policy a full buffer instead accepts the
+   offer with probability ``replace_prob`` into a uniformly drawn slot (see
+   :func:`replacement_draw`): the same fill, with the key no longer deciding;
 3. **decay** every stored key by :math:`\lambda` (``decay``), including a key
    inserted in this very step.
 
@@ -57,7 +61,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PENDING_KEYS", "RESYNC_INTERVAL", "CriticalBuffer", "aggregate", "offer"]
+__all__ = ["AGGREGATIONS", "PENDING_KEYS", "POLICIES", "RESYNC_INTERVAL", "CriticalBuffer", "aggregate",
+           "offer", "replacement_draw"]
+
+#: Divisors of the buffer sum in the aggregate: the capacity (ours) or the filled slots (the authors').
+AGGREGATIONS = ("capacity", "filled")
+#: Who decides replacements in a full buffer: the gradient-norm key, or a seeded random draw.
+POLICIES = ("norm", "random")
 
 #: Steps between exact recomputations of the running sum (see :meth:`CriticalBuffer.resync`).
 RESYNC_INTERVAL = 256
@@ -103,13 +113,19 @@ class CriticalBuffer:
         replacements_tensor: 0-d count of replacements in a full buffer.
     """
 
-    __slots__ = ("keys", "replacements_tensor", "total", "values")
+    __slots__ = ("aggregation", "draw", "keys", "replacements_tensor", "total", "values")
 
-    def __init__(self, keys: Tensor, values: Tensor, total: Tensor, replacements: Tensor):
+    def __init__(self, keys: Tensor, values: Tensor, total: Tensor, replacements: Tensor,
+                 aggregation: str = "capacity", draw: tuple[bool, int] | None = None):
         self.keys = keys
         self.values = values
         self.total = total
         self.replacements_tensor = replacements
+        #: ``"capacity"`` or ``"filled"``: the divisor of the sum in :meth:`aggregate`.
+        self.aggregation = aggregation
+        #: ``(accept, slot)`` of the random policy for this step's offer
+        #: (:func:`replacement_draw`), or ``None``: the gradient-norm key decides.
+        self.draw = draw
 
     # ------------------------------------------------------------------ state
     @staticmethod
@@ -200,10 +216,6 @@ class CriticalBuffer:
         """Replacements made in a full buffer so far (synchronises with the device)."""
         return int(self.replacements_tensor)
 
-    def filled_values(self) -> Tensor:
-        """The stored values of the filled slots, as a view-or-copy of shape ``(filled, *shape)``."""
-        return self.values[torch.isfinite(self.keys)]
-
     def __repr__(self) -> str:
         return (
             f"CriticalBuffer(capacity={self.capacity}, filled={self.filled}, "
@@ -212,10 +224,18 @@ class CriticalBuffer:
 
     # ------------------------------------------------------------ operations
     def aggregate(self, x: Tensor) -> Tensor:
-        r"""Return :math:`x + \frac{1}{C}\sum B` as a new tensor (paper eq. 6)."""
+        r"""Return :math:`x + \frac{1}{C}\sum B` as a new tensor (paper eq. 6); with
+        ``aggregation="filled"``, :math:`x + \frac{1}{\max(n, 1)}\sum B` over the :math:`n`
+        filled slots."""
         # The sum may be wider than x (bf16 values, float32 sum): add in the wider
         # dtype, return x's dtype.
+        if self.aggregation == "filled":
+            return torch.add(x, self.total / self._filled_count()).to(x.dtype)
         return torch.add(x, self.total, alpha=1.0 / self.capacity).to(x.dtype)
+
+    def _filled_count(self) -> Tensor:
+        r""":math:`\max(n, 1)` as a 0-d tensor of the sum's dtype, on the device (no host sync)."""
+        return torch.isfinite(self.keys).sum().clamp_min(1).to(self.total.dtype)
 
     def offer(self, key: Tensor, value: Tensor, decay: float) -> None:
         """Offer ``(key, value)`` then decay all keys; ``key`` is a 0-d tensor."""
@@ -226,13 +246,28 @@ class CriticalBuffer:
         torch.sum(_local(self.values), dim=0, dtype=self.total.dtype, out=_local(self.total))
 
 
+def replacement_draw(policy_seed: int, step: int, capacity: int, replace_prob: float) -> tuple[bool, int]:
+    r"""The random policy's decision for the offer of a tensor's ``step`` (1-based): ``(accept, slot)``.
+
+    A pure function of ``(policy_seed, step)``, so runs are reproducible and resume exactly
+    without any generator state: with ``gen = torch.Generator().manual_seed(policy_seed *
+    1_000_003 + step)``, first :math:`u \sim U[0, 1)` (float64), then :math:`j \sim U\{0, ...,
+    C-1\}`; a full buffer stores the offer in slot :math:`j` iff :math:`u <` ``replace_prob``.
+    Tensors at the same step share the draw, so a group with shared keys stays one buffer.
+    """
+    gen = torch.Generator().manual_seed(policy_seed * 1_000_003 + step)
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    j = int(torch.randint(0, capacity, (), generator=gen))
+    return u < replace_prob, j
+
+
 def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: bool) -> list[Tensor]:
     r""":math:`\operatorname{aggr}(x_i, B_i) = x_i + \frac{1}{C}\sum B_i` for every tensor (eq. 6).
 
     Returns new tensors (the inputs are not modified).  All buffers must have
     the same capacity when ``foreach`` is true.
     """
-    if not foreach:
+    if not foreach or buffers[0].aggregation != "capacity":
         return [b.aggregate(x) for x, b in zip(xs, buffers)]
     capacity = buffers[0].capacity
     out = torch._foreach_add(list(xs), [b.total for b in buffers], alpha=1.0 / capacity)
@@ -264,9 +299,18 @@ def offer(
     stacked = torch.stack([b.keys for b in buffers])  # (N, C)
     keys = keys.to(stacked.dtype)
     slot = stacked.argmin(dim=1, keepdim=True)  # first free slot, else the minimum key
-    current = stacked.gather(1, slot).squeeze(1)
-    # A NaN key compares False; an infinite one is excluded explicitly.
-    accept = torch.isfinite(keys) & (keys > current)
+    if buffers[0].draw is not None:  # random policy: a drawn slot once full, kept w.p. replace_prob
+        # (host-side draws, copied to the device without waiting for it)
+        drawn = torch.tensor([b.draw[0] for b in buffers]).to(stacked.device)
+        j = torch.tensor([[b.draw[1]] for b in buffers]).to(stacked.device)
+        free = torch.isneginf(stacked).any(dim=1)
+        slot = torch.where(free.unsqueeze(1), slot, j)
+        current = stacked.gather(1, slot).squeeze(1)
+        accept = torch.isfinite(keys) & (free | drawn)
+    else:
+        current = stacked.gather(1, slot).squeeze(1)
+        # A NaN key compares False; an infinite one is excluded explicitly.
+        accept = torch.isfinite(keys) & (keys > current)
     replaced = accept & torch.isfinite(current)
     stacked.scatter_(1, slot, torch.where(accept, keys, current).unsqueeze(1))
     stacked.mul_(decay)

@@ -10,6 +10,15 @@ resumes from its last epoch.  ``--storage postgresql://...`` shares one sweep be
 (default: SQLite in ``<out>/optuna.db``).  Grids: ``cpu`` (learning rate only, other
 hyperparameters at the paper's defaults) or ``paper`` (Table 8); ``--param lr=0.01,0.001``
 overrides one hyperparameter's values.
+
+The tuned protocol (``--tune-lr``; :mod:`memoptim.experiments.protocol`) gives every optimizer
+the same learning-rate budget instead: the log grid on the ``--tune-seeds``, widened while the
+best lr sits at an edge (at most ``--max-widen`` points per side), then ``--seeds`` (at least
+five) at each optimizer's own best lr; ``memoptim report`` turns the runs into verdicts with
+confidence intervals::
+
+    memoptim sweep --task brown-lm --optimizers adam,adam+cm --tune-lr 3e-4,1e-3,3e-3,1e-2 \
+        --tune-seeds 0 --seeds 0,1,2,3,4 --epochs 4 --out results/benchmarks/study
 """
 
 from __future__ import annotations
@@ -71,7 +80,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep checkpoint.pt of finished runs (default: deleted to save space)")
+    tuned = p.add_argument_group("tuned protocol (instead of a grid)")
+    tuned.add_argument("--tune-lr", default=None, metavar="LR1,LR2,...",
+                       help="log-spaced initial lr grid; switches to the tuned protocol")
+    tuned.add_argument("--tune-seeds", default="0", help="seeds the lr is selected on (default 0)")
+    tuned.add_argument("--max-widen", type=int, default=2,
+                       help="grid points added per side while the best lr is at an edge (default 2)")
     p.set_defaults(func=run)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise ValueError(f"{what}: expected positive numbers, got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,10 +120,13 @@ def run(args: argparse.Namespace) -> int:
         train_kwargs["data_root"] = args.data_root
     if args.no_verify:
         train_kwargs["verify_data"] = False
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     try:
+        if args.tune_lr:
+            return _run_protocol(args, optimizers, train_kwargs)
         results = sweep(
             args.task,
-            [o.strip() for o in args.optimizers.split(",") if o.strip()],
+            optimizers,
             out=args.out,
             epochs=args.epochs,
             seeds=[int(s) for s in args.seeds.split(",")],
@@ -113,3 +141,41 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _run_protocol(args: argparse.Namespace, optimizers: list[str], train_kwargs: dict[str, Any]) -> int:
+    from memoptim.experiments.protocol import MIN_SEEDS, run_protocol
+    from memoptim.registry import OPTIMIZERS
+
+    unknown = [o for o in optimizers if o not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; valid names: {', '.join(OPTIMIZERS)}")
+    grid = _floats(args.tune_lr, "--tune-lr")
+    confirm = [int(s) for s in args.seeds.split(",")]
+    if len(confirm) < MIN_SEEDS:
+        print(f"memoptim sweep: note: {len(confirm)} confirmation seeds; verdicts need {MIN_SEEDS}",
+              file=sys.stderr)
+    fixed = {o: _fixed(o, dict(args.param)) for o in optimizers}
+    tunings = run_protocol(args.task, optimizers, grid, out=args.out, epochs=args.epochs,
+                           tune_seeds=[int(s) for s in args.tune_seeds.split(",")],
+                           confirm_seeds=confirm, fixed=fixed, max_widen=args.max_widen,
+                           train_kwargs=train_kwargs)
+    print(json.dumps({o: {"grid": t.grid, "best_lr": t.best_lr, "at_edge": t.at_edge,
+                          "seeds_at_best": len(t.seeds_at_best())} for o, t in tunings.items()}, indent=2))
+    return 0
+
+
+def _fixed(optimizer: str, params: dict[str, list[Any]]) -> dict[str, Any]:
+    """The non-lr hyperparameters of ``optimizer`` in the tuned protocol: the CPU grid's fixed
+    values, overridden by single-valued ``--param`` settings (a protocol tunes the lr only)."""
+    from memoptim.experiments.sweep import grid_for
+
+    out = {k: v[0] for k, v in grid_for(optimizer, "cpu").items() if k != "lr"}
+    for k, values in params.items():
+        if k == "lr":
+            raise ValueError("--param lr=... and --tune-lr cannot be combined")
+        if len(values) != 1:
+            raise ValueError(f"--param {k}: the tuned protocol takes one value per hyperparameter")
+        if k in out or k in ("buffer_size", "decay", "rho", "beta2", "momentum"):
+            out[k] = values[0]
+    return out

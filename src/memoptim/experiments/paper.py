@@ -59,6 +59,14 @@ TABLE8_PARAMS: dict[str, tuple[str, ...]] = {
     "sgd": ("lr",),
     "sgd+cg": ("lr", "buffer_size", "decay"),
     "sgd+cm": ("lr", "buffer_size", "decay"),
+    # not in the paper: ablations and the authors' semantics, searched like the rule they vary
+    "adam+cm-nomem": ("lr", "beta1", "beta2"),
+    "adam+cm-vg": ("lr", "beta1", "beta2", "buffer_size", "decay"),
+    "adam+cm-random": ("lr", "beta1", "beta2", "buffer_size", "decay"),
+    "adam+cm-authors": ("lr", "beta1", "beta2", "buffer_size", "decay"),
+    "adam+cg-authors": ("lr", "beta1", "beta2", "buffer_size", "decay"),
+    "sgd+cm-authors": ("lr", "buffer_size", "decay"),
+    "sgd+cg-authors": ("lr", "buffer_size", "decay"),
 }
 
 #: the paper's stand-in mapping: our task -> the paper's benchmark columns it stands in for

@@ -19,8 +19,9 @@ Method (stated in the report):
   configuration's seeds (so every SGD seed reaches it); a run's epochs-to-target is its first
   epoch with ``val_accuracy >= T``; speed-up = mean epochs of SGD / mean epochs of the optimizer
   (only when all its seeds reach ``T``);
-* "beats": Welch's t-test on the per-seed values of the two best configurations; a difference
-  is called significant only at p < 0.05.
+* verdicts: the tuned protocol (:mod:`memoptim.experiments.protocol`): each optimizer at its
+  own best learning rate, >= 5 seeds, Welch's 95% confidence interval of the difference, and
+  a verdict word fixed by the interval (``verdicts.json``).
 """
 
 from __future__ import annotations
@@ -38,12 +39,9 @@ from typing import Any
 from memoptim.experiments import paper
 from memoptim.experiments.sweep import ADAM_FAMILY, SGD_FAMILY, hp_slug
 from memoptim.experiments.train import read_metrics
+from memoptim.registry import LABELS
 
-NAMES = {
-    "adam": "Adam", "adamw": "AdamW", "adam+cg": "Adam+CG", "adam+sam": "Adam+SAM",
-    "adam+cm": "Adam+CM", "adam+sam+cm": "Adam+SAM+CM", "adamomentum": "AdaMomentum",
-    "sgd": "SGD", "sgd+cg": "SGD+CG", "sgd+cm": "SGD+CM",
-}  # fmt: skip
+NAMES = LABELS
 TASK_TITLES = {
     "fashion-mnist": "Fashion-MNIST",
     "brown-lm": "Brown LM",
@@ -181,19 +179,6 @@ def speedups(best: Mapping[str, Group], baseline: str = "sgd") -> dict[str, Any]
     return out
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided Welch t-test p-value (None if scipy is missing or a sample is too small)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    try:
-        from scipy import stats
-    except ImportError:  # pragma: no cover - scipy is in the bench extras
-        return None
-    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
-        return None
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def _fmt(mean: float | None, std: float | None = None, digits: int = 1) -> str:
     if mean is None or not math.isfinite(mean):
         return "n/a"
@@ -218,24 +203,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
-
-
-def comparison(best: Mapping[str, Group], a: str, b: str, title: str) -> str | None:
-    """One plain sentence: does optimizer ``a`` beat ``b`` on this task?"""
-    if a not in best or b not in best:
-        return None
-    ga, gb = best[a], best[b]
-    better = ga.mean > gb.mean if ga.mode == "max" else ga.mean < gb.mean
-    p = welch_p(ga.values, gb.values)
-    ptxt = f"Welch p = {p:.2f}" if p is not None else "no test possible"
-    diff = ga.mean - gb.mean
-    if better and p is not None and p < 0.05:
-        verdict = f"{NAMES[a]} beats {NAMES[b]}"
-    elif better:
-        verdict = f"{NAMES[a]} is ahead of {NAMES[b]} but not significantly"
-    else:
-        verdict = f"{NAMES[a]} does **not** beat {NAMES[b]}"
-    return f"- {title}: {verdict} (difference {diff:+.2f}, {ptxt}, n={ga.n}/{gb.n} seeds)."
 
 
 def _plot_curves(groups: Mapping[str, Group], key: str, title: str, path: Path) -> bool:
@@ -274,6 +241,42 @@ def _plot_curves(groups: Mapping[str, Group], key: str, title: str, path: Path) 
         fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn
+
+
+def verdict_section(runs: Sequence[Run], out: Path, plots: bool) -> list[str]:
+    """The tuned protocol's section: per task the lr-sensitivity figure, the tuning table and the
+    verdicts (95% CIs); writes ``out/verdicts.json`` (:mod:`memoptim.experiments.verdicts`)."""
+    from memoptim.experiments.protocol import MIN_SEEDS, tunings_from_runs
+    from memoptim.experiments.verdicts import (
+        plot_lr_curves,
+        tuning_table,
+        verdict_rows,
+        verdict_table,
+        write_verdicts,
+    )
+
+    rows = verdict_rows(runs)
+    write_verdicts(rows, out / "verdicts.json")
+    tunings = tunings_from_runs(runs)
+    md = [
+        "## Verdicts (tuned protocol)", "",
+        "Every optimizer ran the same log-spaced learning-rate grid on its tuning seed(s); a grid "
+        "whose best lr lay at an edge was widened. The comparison uses every seed at each "
+        "optimizer's own best lr: `diff` = optimizer - baseline (accuracy: higher is better; "
+        "perplexity: lower is better) with Welch's 95% confidence interval. The verdict word "
+        "follows the interval: **ahead** / **behind** if it excludes zero, **level** if it "
+        f"contains it, **not tuned** if a best lr is at its grid's edge, **pending** below "
+        f"{MIN_SEEDS} seeds. Machine-readable: [`verdicts.json`](verdicts.json).", "",
+    ]  # fmt: skip
+    for task in sorted({t for t, _ in tunings}):
+        metric = next(r.summary["metric"] for r in runs if r.task == task)
+        md += [f"### {TASK_TITLES.get(task, task)} ({metric.replace('_', ' ')})", ""]
+        fig = out / f"lr_{task}.png"
+        if plots and plot_lr_curves(tunings, task, metric, fig):
+            md += [f"![learning-rate sensitivity]({fig.name})", ""]
+        md += ["Mean over the tuning seed(s) per learning rate (best in bold):", ""]
+        md += [*tuning_table(tunings, task), "", *verdict_table(rows, task), ""]
+    return md
 
 
 def build_report(
@@ -330,6 +333,7 @@ def build_report(
         md.append(f"- {TASK_TITLES.get(task, task)}: {'; '.join(sorted(setups[task]))}; "
                   f"seeds {seeds}")  # fmt: skip
     md.append("")
+    md += verdict_section(runs, out, plots)
     fm, lm = best.get("fashion-mnist", {}), best.get("brown-lm", {})
     st_split, st_perm = best.get("split-fashion-mnist", {}), best.get("permuted-fashion-mnist", {})
 
@@ -351,12 +355,6 @@ def build_report(
          "test acc % at best epoch", "paper CIFAR10", "paper CIFAR100"],
         rows,
     )  # fmt: skip
-    md.append("")
-    for task_best, title in ((fm, "Fashion-MNIST"), (lm, "Brown LM")):
-        for a in ("adam+cm", "adam+sam+cm"):
-            line = comparison(task_best, a, "adam", title)
-            if line:
-                md.append(line)
     md.append("")
 
     # ---- Table 3
@@ -386,11 +384,6 @@ def build_report(
             rows,
         )  # fmt: skip
         md.append("")
-        for a in ("sgd+cm", "sgd+cg"):
-            line = comparison(fm, a, "sgd", "Fashion-MNIST")
-            if line:
-                md.append(line)
-        md.append("")
 
     # ---- Table 4
     if st_split or st_perm:
@@ -409,12 +402,6 @@ def build_report(
              "paper 5-dataset"],
             rows,
         )  # fmt: skip
-        md.append("")
-        for task_best, title in ((st_split, "Split Fashion-MNIST"), (st_perm, "Permuted")):
-            for a in ("adam+cm", "adam+sam+cm"):
-                line = comparison(task_best, a, "adam", title)
-                if line:
-                    md.append(line)
         md.append("")
 
     # ---- best hyperparameters, all groups

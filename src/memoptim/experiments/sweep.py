@@ -51,6 +51,14 @@ CPU_FIXED: dict[str, dict[str, float]] = {
     "sgd": {"momentum": 0.9},
     "sgd+cg": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
     "sgd+cm": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
+    # ablations and the authors' semantics: the settings of the rule they vary
+    "adam+cm-nomem": {"beta2": 0.999},
+    "adam+cm-vg": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "adam+cm-random": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "adam+cm-authors": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "adam+cg-authors": {"beta2": 0.999, "buffer_size": 5, "decay": 0.7},
+    "sgd+cm-authors": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
+    "sgd+cg-authors": {"momentum": 0.9, "buffer_size": 5, "decay": 0.7},
 }
 #: learning rates of the CPU grid (subset of Table 8's {0.1, 0.01, 0.001, 0.0001})
 CPU_LRS = {"adam": [0.001, 0.0001], "sgd": [0.1, 0.01]}

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memoptim.registry import LABELS as _REGISTRY_LABELS
+
 __all__ = [
     "COLORS",
     "LABELS",
@@ -29,17 +31,15 @@ __all__ = [
     "plot_trajectories",
 ]
 
-#: Display names of the registry's optimizers.
-LABELS: dict[str, str] = {
-    "adam": "Adam", "adam+sam": "Adam+SAM", "adam+cg": "Adam+CG", "adam+cm": "Adam+CM",
-    "adam+sam+cm": "Adam+SAM+CM", "sgd": "SGD", "sgd+cm": "SGD+CM", "sgd+cg": "SGD+CG",
-    "adamw": "AdamW", "adamomentum": "AdaMomentum",
-}
+#: Display names of the registry's optimizers (the registry's own).
+LABELS = _REGISTRY_LABELS
 #: Fixed colour per optimizer.
 COLORS: dict[str, str] = {
     "adam": "tab:blue", "adam+sam": "tab:orange", "adam+cg": "tab:green", "adam+cm": "tab:red",
     "adam+sam+cm": "tab:purple", "sgd": "tab:brown", "sgd+cm": "tab:pink", "sgd+cg": "tab:olive",
-    "adamw": "tab:cyan", "adamomentum": "tab:gray",
+    "adamw": "tab:cyan", "adamomentum": "tab:gray", "adam+cm-nomem": "darkgoldenrod",
+    "adam+cm-vg": "darkred", "adam+cm-random": "salmon", "adam+cm-authors": "black",
+    "adam+cg-authors": "darkgreen", "sgd+cm-authors": "deeppink", "sgd+cg-authors": "darkolivegreen",
 }
 
 

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from memoptim.buffer import AGGREGATIONS, POLICIES
+
 PRIORITIES = ("group", "tensor")
+#: Step 1 of a critical-momenta rule: an ordinary step (ours) or the authors' seeding no-op.
+FIRST_STEPS = ("step", "seed")
+#: What Adam+CM's second moment is built from: the aggregate a_t (paper eq. 5) or the gradient.
+SECOND_MOMENTS = ("aggregate", "gradient")
 
 
 def _value(x: Any) -> Any:
@@ -52,9 +58,28 @@ def check_buffer_dtype(value: Any) -> None:
         raise ValueError(f"Invalid buffer_dtype: {value!r} (must be None or a floating torch.dtype)")
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Invalid {name}: {value!r} (must be one of {', '.join(choices)})")
+
+
+def check_probability(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Invalid {name}: {value!r} (must be a number in [0, 1])")
+
+
 def check_memory_group(group: dict[str, Any]) -> None:
     """Checks for the keywords every memory-augmented optimizer shares."""
     check_buffer_size(group["buffer_size"])
     check_decay(group["decay"])
     check_priority(group["priority"])
     check_buffer_dtype(group["buffer_dtype"])
+    check_choice("aggregation", group["aggregation"], AGGREGATIONS)
+    check_choice("first_step", group["first_step"], FIRST_STEPS)
+    check_choice("policy", group["policy"], POLICIES)
+    check_probability("replace_prob", group["replace_prob"])
+    seed = group["policy_seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"Invalid policy_seed: {seed!r} (must be a non-negative int)")
+    if not isinstance(group["memory"], bool):
+        raise ValueError(f"Invalid memory: {group['memory']!r} (must be True or False)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -15,9 +15,7 @@ from memoptim.optim.base import (
     MemoryOptimizer,
     ParamsT,
     check_fused_foreach,
-    is_native,
     run_closure,
-    select_kernel,
     step_tensor,
 )
 
@@ -48,6 +46,25 @@ _COMMON_DOC = r"""
         buffer_dtype: dtype of the stored buffer values (default: the parameter's);
             e.g. ``torch.bfloat16`` halves the buffer's memory.  The running sum is
             always kept in float32 or wider.
+        memory: ``False`` starts with the memory off: the buffer is never created and
+            :math:`\operatorname{aggr}(x, B) = x` from the first step (see :meth:`disable_memory`).
+        aggregation: ``"capacity"`` (default): :math:`\operatorname{aggr}(x, B) = x +
+            \frac{1}{C}\sum B`; ``"filled"``: divide by the number of filled slots instead
+            (the authors' code; large early steps).
+        first_step: ``"step"`` (default): step 1 is an ordinary step; ``"seed"`` (the authors'
+            critical-momenta code): step 1 only offers :math:`g_1` to the buffer (and applies
+            decoupled weight decay); the momenta start at step 2.  For critical gradients the
+            authors' step 1 is ordinary already, so ``"seed"`` changes nothing there.
+        policy: ``"norm"`` (default): a full buffer replaces its smallest key if the new
+            gradient-norm key beats it; ``"random"``: a full buffer takes the offer with
+            probability ``replace_prob`` into a uniformly drawn slot (an ablation of the key).
+        replace_prob: the random policy's acceptance probability in ``[0, 1]`` (default 1).
+        policy_seed: seed of the random policy's draws, a non-negative int (default 0); the
+            draws are a pure function of ``(policy_seed, step)``
+            (:func:`memoptim.buffer.replacement_draw`).
+
+    ``fused=True`` implements the default ``aggregation`` and ``policy`` only; with the
+    others it runs the multi-tensor path.
 
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (``max_exp_avg_sq``),
     and the buffer (``critical_*``, see :mod:`memoptim.buffer`).  Call
@@ -57,6 +74,8 @@ _COMMON_DOC = r"""
 
 class _AdamMemory(MemoryOptimizer):
     _rule: Callable[..., None]
+    #: Keywords of one rule only (name -> default), accepted on top of the shared ones.
+    _rule_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -75,18 +94,33 @@ class _AdamMemory(MemoryOptimizer):
         foreach: bool | None = None,
         buffer_dtype: torch.dtype | None = None,
         fused: bool | None = None,
+        memory: bool = True,
+        aggregation: str = "capacity",
+        first_step: str = "step",
+        policy: str = "norm",
+        replace_prob: float = 1.0,
+        policy_seed: int = 0,
+        **rule_options: Any,
     ):
+        unknown = sorted(set(rule_options) - set(self._rule_options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {unknown}")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             buffer_size=buffer_size, decay=decay, priority=priority,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
-            buffer_dtype=buffer_dtype, fused=fused,
+            buffer_dtype=buffer_dtype, fused=fused, memory=memory, aggregation=aggregation,
+            first_step=first_step, policy=policy, replace_prob=replace_prob, policy_seed=policy_seed,
+            **rule_options,
         )
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
         validate_adam_group(group)
+
+    def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
+        return type(self)._rule
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -96,25 +130,12 @@ class _AdamMemory(MemoryOptimizer):
             params, grads, m, v, vmax, steps = init_adam_group(self, group)
             if not params:
                 continue
-            buffers = self._buffers(group, params, params)
-            kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, m, v, vmax),
-                                                buffers, steps)
-            pending = self._defer(kernel, group, params, buffers)
-            keys = None
-            if buffers is not None and pending is None:
-                keys = self._keys(group, grads, True, is_native(kernel))
             beta1, beta2 = group["betas"]
-            norms = kernel(
-                params, grads, m, v, vmax, steps, buffers, keys,
-                lr=lr, beta1=float(beta1), beta2=float(beta2),
-                eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"], decay=group["decay"], foreach=foreach,
-                **({} if pending is None else {"pending": pending}),
-            )
-            if pending is not None:
-                self._offer_deferred(group, grads, buffers, pending, norms)
-            self._maybe_resync(buffers, steps, kernel)
+            hyper = dict(beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
+                         weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                         decoupled_weight_decay=group["decoupled_weight_decay"],
+                         maximize=group["maximize"], decay=group["decay"])
+            self._step_group(group, self._rule_for(group), params, grads, (m, v, vmax), steps, hyper)
         return loss
 
 
@@ -135,11 +156,31 @@ class AdamCM(_AdamMemory):
 
     after which :math:`(\|g_t\|_2, m_t)` is offered to :math:`B` and every key is
     multiplied by :math:`\lambda`.  Step 1 is an ordinary step (:math:`a_1 = m_1`).
+
+    ``second_moment="gradient"`` builds :math:`v_t` from :math:`g_t^2` as Adam does, so the
+    buffer enters the update direction only (an ablation separating the buffer from the
+    :math:`v`-from-:math:`m` change; ``memory=False`` isolates the latter).
 """
         + _COMMON_DOC
     )
     _rule = staticmethod(F.adam_cm)
     _offered_state = "exp_avg"  # m_t: the native kernel may defer its offer by a step
+    _rule_options: ClassVar[dict[str, Any]] = {"second_moment": "aggregate"}
+
+    def __init__(self, params: ParamsT, *args: Any, second_moment: str = "aggregate", **kwargs: Any):
+        super().__init__(params, *args, second_moment=second_moment, **kwargs)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        V.check_choice("second_moment", group["second_moment"], V.SECOND_MOMENTS)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("second_moment", "aggregate")
+
+    def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
+        return F.adam_cm_vg if group["second_moment"] == "gradient" else F.adam_cm
 
 
 class AdamCG(_AdamMemory):

@@ -14,13 +14,30 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from memoptim.buffer import PENDING_KEYS, RESYNC_INTERVAL, STATE_KEYS, CriticalBuffer, key_dtype
+from memoptim.buffer import (
+    PENDING_KEYS,
+    RESYNC_INTERVAL,
+    STATE_KEYS,
+    CriticalBuffer,
+    offer,
+    replacement_draw,
+)
 from memoptim.optim import _validation as V
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
+#: The memory options of every memory-augmented optimizer and their defaults (this project's
+#: semantics); the alternatives reproduce the authors' code or serve as ablations.
+MEMORY_OPTIONS: dict[str, Any] = {
+    "aggregation": "capacity",  # or "filled": divide the buffer sum by the filled slots
+    "first_step": "step",  # or "seed": step 1 of critical momenta only seeds the buffer with g_1
+    "policy": "norm",  # or "random": a seeded draw replaces, the key no longer decides
+    "replace_prob": 1.0,  # random policy: probability that a full buffer takes the offer
+    "policy_seed": 0,  # random policy: seed of the draws (see memoptim.buffer.replacement_draw)
+}
+
 #: Group keys that older state dicts may lack (filled from the defaults on load).
-_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype"})
+_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype", *MEMORY_OPTIONS})
 
 #: Key under which :meth:`BaseOptimizer.state_dict` records which optimizer wrote it.
 STATE_DICT_TAG = "memoptim"
@@ -97,7 +114,7 @@ class MemoryOptimizer(BaseOptimizer):
     _offered_state: str | None = None
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]):
-        defaults = {**defaults, "memory": True}
+        defaults = {"memory": True, **MEMORY_OPTIONS, **defaults}
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -113,6 +130,8 @@ class MemoryOptimizer(BaseOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
             group.setdefault("maximize", False)
+            for name, value in MEMORY_OPTIONS.items():
+                group.setdefault(name, value)
 
     # ------------------------------------------------------------ memory switch
     def disable_memory(self) -> None:
@@ -148,6 +167,7 @@ class MemoryOptimizer(BaseOptimizer):
             if STATE_KEYS[0] not in state:
                 CriticalBuffer.init_state(state, like, capacity, group["buffer_dtype"])
             buf = CriticalBuffer.from_state(state, settle=False)  # see _defer
+            buf.aggregation = group["aggregation"]
             if buf.capacity != capacity:
                 raise ValueError(
                     f"buffer_size of a param group changed from {buf.capacity} to {capacity}; "
@@ -155,6 +175,74 @@ class MemoryOptimizer(BaseOptimizer):
                 )
             out.append(buf)
         return out
+
+    # ------------------------------------------------------------ the step protocol
+    def _step_group(self, group: dict[str, Any], rule: Callable[..., Any], params: list[Tensor],
+                    grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
+                    hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
+        """One group's step, the protocol shared by every memory rule.
+
+        ``rule(params, grads, *states, steps, buffers, keys, lr=, foreach=, **hyper)`` is a
+        functional kernel of :mod:`memoptim.optim.functional`; ``states`` are its per-tensor
+        state lists.  Order: buffers, execution path, deferral, keys, the random policy's draws,
+        the authors' seeding step (``first_step="seed"``), the kernel, a deferred offer's
+        decision, the periodic resync.  Returns the ``params`` and ``states`` the kernel stepped
+        (all but the seeded tensors), so the caller can store state the kernel created.
+        """
+        buffers = self._buffers(group, params, params)
+        seeding = self._seeding(group, steps)
+        kernel, foreach, lr = select_kernel(rule, group, (params, grads, *states), buffers, steps)
+        pending = None
+        if seeding:
+            self._settle(params)
+        else:
+            pending = self._defer(kernel, group, params, buffers)
+        keys = None
+        if buffers is not None and pending is None:
+            keys = self._keys(group, grads, True, is_native(kernel))
+        if buffers is not None and group["policy"] == "random":
+            for b, s in zip(buffers, steps):
+                b.draw = replacement_draw(group["policy_seed"], int(s) + 1, b.capacity, group["replace_prob"])
+        all_buffers, all_steps = buffers, steps
+        if seeding:
+            self._seed_buffers(group, hyper, [params[i] for i in seeding], [grads[i] for i in seeding],
+                               [steps[i] for i in seeding], buffers and [buffers[i] for i in seeding],
+                               None if keys is None else keys[seeding])
+            rest = [i for i in range(len(params)) if i not in set(seeding)]
+            params, grads, steps = ([xs[i] for i in rest] for xs in (params, grads, steps))
+            states = [[xs[i] for i in rest] if len(xs) else xs for xs in states]
+            buffers = buffers and [buffers[i] for i in rest]
+            keys = None if keys is None else keys[rest]
+        if params:
+            norms = kernel(params, grads, *states, steps, buffers, keys, lr=lr, foreach=foreach,
+                           **hyper, **({} if pending is None else {"pending": pending}))
+            if pending is not None:
+                self._offer_deferred(group, grads, buffers, pending, norms)
+        self._maybe_resync(all_buffers, all_steps, kernel)
+        return params, states
+
+    def _seeding(self, group: dict[str, Any], steps: list[Tensor]) -> list[int]:
+        """Indices of the tensors whose step 1 is the authors' seeding step (none by default)."""
+        if group["first_step"] != "seed" or self._offered_state is None:  # critical momenta only
+            return []
+        return [i for i, s in enumerate(steps) if int(s) == 0]
+
+    @staticmethod
+    def _seed_buffers(group: dict[str, Any], hyper: dict[str, Any], params: list[Tensor],
+                      grads: list[Tensor], steps: list[Tensor], buffers: list[CriticalBuffer] | None,
+                      keys: Tensor | None) -> None:
+        r"""The authors' step 1 of critical momenta: offer :math:`g_1` (after ``maximize`` and L2)
+        to the buffer and count the step; :math:`\theta` moves only by decoupled weight decay and
+        the momenta stay zero, so the first real step has :math:`t = 2`."""
+        from memoptim.optim.functional import _prepare_grads
+
+        g = _prepare_grads(params, grads, lr=float(group["lr"]), weight_decay=group["weight_decay"],
+                           decoupled=bool(hyper.get("decoupled_weight_decay", False)),
+                           maximize=group["maximize"], foreach=False)
+        for s in steps:
+            s.add_(1.0)
+        if buffers is not None:
+            offer(buffers, keys, g, group["decay"])
 
     # ------------------------------------------------------------ deferred offers
     def _can_defer(self, group: dict[str, Any]) -> bool:
@@ -312,16 +400,25 @@ def select_kernel(
     DTensors) and is built; else the ``torch.compile``-d per-tensor rule, with the learning
     rate passed as a tensor so schedulers do not trigger recompilation.
     """
+    if group.get("fused") and buffers is not None and not _fusable_memory(group):
+        return rule, True, float(group["lr"])  # the fused paths implement the default memory only
     if group.get("fused"):
         from memoptim.optim import native
 
-        if tensors and native.supports(*tensors, buffers=buffers, steps=steps):
-            return getattr(native, rule.__name__), False, float(group["lr"])
+        native_kernel = getattr(native, rule.__name__, None)
+        if (native_kernel is not None and tensors
+                and native.supports(*tensors, buffers=buffers, steps=steps)):
+            return native_kernel, False, float(group["lr"])
         from memoptim.optim.functional import compiled
 
         return compiled(rule), False, torch.tensor(float(group["lr"]), dtype=torch.float64)
     foreach = True if group["foreach"] is None else bool(group["foreach"])
     return rule, foreach, float(group["lr"])
+
+
+def _fusable_memory(group: dict[str, Any]) -> bool:
+    """Whether the fused paths (native, compiled) implement this group's memory options."""
+    return group.get("aggregation", "capacity") == "capacity" and group.get("policy", "norm") == "norm"
 
 
 def is_native(kernel: Callable[..., None]) -> bool:
@@ -355,7 +452,6 @@ __all__ = [
     "ParamsT",
     "check_fused_foreach",
     "is_native",
-    "key_dtype",
     "run_closure",
     "select_kernel",
     "step_tensor",

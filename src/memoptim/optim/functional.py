@@ -31,7 +31,7 @@ from torch import Tensor
 
 from memoptim.buffer import CriticalBuffer, aggregate, offer
 
-__all__ = ["adam_cg", "adam_cm", "adamomentum", "compiled", "sgd_cg", "sgd_cm"]
+__all__ = ["adam_cg", "adam_cm", "adam_cm_vg", "adamomentum", "compiled", "sgd_cg", "sgd_cm"]
 
 Buffers = Sequence[CriticalBuffer] | None
 
@@ -267,6 +267,49 @@ def adam_cm(
     _ema_(exp_avgs, g, beta1, foreach)
     a = _aggregate(exp_avgs, buffers, foreach)
     _ema_sq_(exp_avg_sqs, a, beta2, foreach)
+    _adam_apply(params, a, exp_avg_sqs, max_exp_avg_sqs, t, lr=lr, beta1=beta1, beta2=beta2,
+                eps=eps, amsgrad=amsgrad, foreach=foreach)
+    _offer(buffers, keys, exp_avgs, decay, foreach)
+
+
+def adam_cm_vg(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+    buffers: Buffers,
+    keys: Tensor | None,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    decay: float,
+    foreach: bool,
+) -> None:
+    r"""Adam+CM with Adam's second moment (``AdamCM(second_moment="gradient")``): the buffer
+    enters the update direction only.
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad a_t = \operatorname{aggr}(m_t, B) \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \mathrm{lr}\,
+            \frac{a_t / (1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
+
+    then :math:`(\|g_t\|, m_t)` is offered to :math:`B` and the keys decay.
+    """
+    t = _step_values(steps)
+    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
+                       decoupled=decoupled_weight_decay, maximize=maximize, foreach=foreach)
+    _ema_(exp_avgs, g, beta1, foreach)
+    _ema_sq_(exp_avg_sqs, g, beta2, foreach)
+    a = _aggregate(exp_avgs, buffers, foreach)
     _adam_apply(params, a, exp_avg_sqs, max_exp_avg_sqs, t, lr=lr, beta1=beta1, beta2=beta2,
                 eps=eps, amsgrad=amsgrad, foreach=foreach)
     _offer(buffers, keys, exp_avgs, decay, foreach)

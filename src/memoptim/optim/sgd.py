@@ -14,9 +14,7 @@ from memoptim.optim.base import (
     MemoryOptimizer,
     ParamsT,
     check_fused_foreach,
-    is_native,
     run_closure,
-    select_kernel,
     step_tensor,
 )
 
@@ -35,6 +33,9 @@ _COMMON_DOC = r"""
         foreach: use the multi-tensor kernels (``None``: yes).
         fused: the native CPU kernel, else the ``torch.compile``-d rule (see :class:`memoptim.AdamCM`).
         buffer_dtype: dtype of the stored buffer values (default: the parameter's).
+        memory, aggregation, first_step, policy, replace_prob, policy_seed: the memory
+            options, as for :class:`memoptim.AdamCM`.  With ``first_step="seed"`` SGD+CM's step 1
+            offers :math:`g_1 + wd\,\theta` and moves nothing; the heavy-ball buffer starts at step 2.
 
     State per parameter: ``step``, ``momentum_buffer`` (if :math:`\mu > 0`) and the
     buffer (``critical_*``).  :meth:`disable_memory` switches the buffer off.
@@ -59,11 +60,19 @@ class _SGDMemory(MemoryOptimizer):
         foreach: bool | None = None,
         buffer_dtype: torch.dtype | None = None,
         fused: bool | None = None,
+        memory: bool = True,
+        aggregation: str = "capacity",
+        first_step: str = "step",
+        policy: str = "norm",
+        replace_prob: float = 1.0,
+        policy_seed: int = 0,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             buffer_size=buffer_size, decay=decay, priority=priority, maximize=maximize,
-            foreach=foreach, buffer_dtype=buffer_dtype, fused=fused,
+            foreach=foreach, buffer_dtype=buffer_dtype, fused=fused, memory=memory,
+            aggregation=aggregation, first_step=first_step, policy=policy, replace_prob=replace_prob,
+            policy_seed=policy_seed,
         )
         super().__init__(params, defaults)
 
@@ -96,26 +105,14 @@ class _SGDMemory(MemoryOptimizer):
                 steps.append(step_tensor(state))
             if not params:
                 continue
-            buffers = self._buffers(group, params, params)
-            kernel, foreach, lr = select_kernel(type(self)._rule, group, (params, grads, bufs), buffers,
-                                                steps)
-            pending = self._defer(kernel, group, params, buffers)
-            keys = None
-            if buffers is not None and pending is None:
-                keys = self._keys(group, grads, True, is_native(kernel))
-            norms = kernel(
-                params, grads, bufs, steps, buffers, keys,
-                lr=lr, momentum=group["momentum"], dampening=group["dampening"],
-                weight_decay=group["weight_decay"], maximize=group["maximize"],
-                decay=group["decay"], foreach=foreach,
-                **({} if pending is None else {"pending": pending}),
-            )
+            hyper = dict(momentum=group["momentum"], dampening=group["dampening"],
+                         weight_decay=group["weight_decay"], maximize=group["maximize"],
+                         decay=group["decay"])
+            stepped, (stepped_bufs,) = self._step_group(group, type(self)._rule, params, grads, (bufs,),
+                                                        steps, hyper)
             if group["momentum"]:
-                for p, b in zip(params, bufs):
+                for p, b in zip(stepped, stepped_bufs):
                     self.state[p]["momentum_buffer"] = b
-            if pending is not None:
-                self._offer_deferred(group, grads, buffers, pending, norms)
-            self._maybe_resync(buffers, steps, kernel)
         return loss
 
 
