@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real datasets used by the benchmarks (issue 5) into the memoptim data directory.
+# Install the real datasets used by the benchmarks into the memoptim data directory.
 #
 #   bash scripts/get_data.sh                 # all datasets
 #   bash scripts/get_data.sh fashion-mnist   # only one (fashion-mnist | brown)

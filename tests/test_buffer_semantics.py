@@ -3,7 +3,7 @@
 Hand-crafted gradients with exactly representable norms (``[3, 4]`` has norm 5) and decay
 factors that are powers of two make every expected key, value and parameter exact, so most
 assertions use ``==``.  The buffer is read with :meth:`memoptim.buffer.CriticalBuffer.from_state`.
-Spec: ``/work/shared/spec/optimizer-semantics.md``, "The critical buffer".
+Semantics: ``docs/semantics.md``, "The critical buffer".
 """
 
 from __future__ import annotations

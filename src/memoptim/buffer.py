@@ -161,7 +161,7 @@ class CriticalBuffer:
         """The buffer held in one parameter's optimizer state, or ``None`` if it has none.
 
         ``settle``: first complete a deferred offer (:meth:`settle_state`), so that the values
-        and the sum are those of the spec; only the native kernels, which complete it
+        and the sum are those of ``docs/semantics.md``; only the native kernels, which complete it
         themselves, pass ``False``.
         """
         if _KEYS not in state:

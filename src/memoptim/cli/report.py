@@ -2,7 +2,7 @@
 
 Example::
 
-    memoptim report --runs results/benchmarks/runs --out results/benchmarks
+    memoptim report --runs results/benchmarks/study --out results/benchmarks
 
 Reads every run directory (``config.json`` + ``summary.json`` + ``metrics.jsonl``) under
 ``--runs`` and writes ``<out>/report.md`` and its figures; see

@@ -1,9 +1,9 @@
 """``memoptim sweep``: grid search over optimizers x hyperparameters x seeds (Optuna GridSampler).
 
-Example (the Fashion-MNIST part of ``scripts/run_study.sh``)::
+Example (a grid of two learning rates and three seeds)::
 
     memoptim sweep --task fashion-mnist --optimizers adam,adam+cm --seeds 0,1,2 --epochs 4 \\
-        --subset 10000 --eval-subset 5000 --out results/benchmarks/runs
+        --subset 10000 --eval-subset 5000 --out runs/sweep
 
 Interrupted?  Run the same command again: finished trials are skipped and the interrupted run
 resumes from its last epoch.  ``--storage postgresql://...`` shares one sweep between machines

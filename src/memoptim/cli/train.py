@@ -1,4 +1,4 @@
-"""``memoptim train``: one real-data benchmark run (issue 5).
+"""``memoptim train``: one real-data benchmark run.
 
 Example::
 

@@ -1,4 +1,4 @@
-"""Real datasets for the benchmarks (issue 5): Fashion-MNIST, the Brown corpus, task streams.
+"""Real datasets for the benchmarks: Fashion-MNIST, the Brown corpus, task streams.
 
 Install them with ``bash scripts/get_data.sh`` (into :func:`data_dir`); every loader verifies the
 pinned checksums and, when a dataset is missing, raises :class:`DatasetNotFoundError` whose

@@ -12,12 +12,12 @@ own run directory ``<out>/<task>/<optimizer>/<hp-slug>/seed<k>`` with ``resume=T
 * ``storage`` can be any Optuna RDB URL (e.g. PostgreSQL) so several machines share one sweep;
   trials of a machine that dies are detected by Optuna's heartbeat (60 s, grace 180 s) and
   retried.  Run directories are per machine unless ``out`` is on a shared file system;
-  a file lock per run directory keeps two local workers off the same run (``scripts/run_study.sh``
+  a file lock per run directory keeps two local workers off the same run (``scripts/evidence_study.sh``
   runs two worker processes per stage this way, one torch thread each).
 
 Grids (:func:`grid_for`): ``"paper"`` is Table 8 restricted to each optimizer's hyperparameters
 (:data:`memoptim.experiments.paper.TABLE8_PARAMS`), e.g. 432 configurations for Adam+SAM+CM;
-``"cpu"`` is the documented CPU-budget subset used by ``scripts/run_study.sh``: only the learning
+``"cpu"`` is the documented CPU-budget subset: only the learning
 rate is searched, the other hyperparameters are fixed at the paper's defaults
 (beta1 0.9, beta2 0.999, C 5, lambda 0.7, rho 0.05; SGD momentum 0.9).
 """

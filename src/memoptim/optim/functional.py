@@ -5,7 +5,7 @@ group; the optimizer classes only collect state and call them.  Every kernel
 mutates ``params`` and the state tensors in place.  ``buffers`` is ``None``
 when the memory is off (then :math:`\operatorname{aggr}(x, B) = x`).
 
-Notation as in the spec: :math:`g_t` gradient, :math:`t` the tensor's 1-based
+Notation as in ``docs/semantics.md``: :math:`g_t` gradient, :math:`t` the tensor's 1-based
 step count, :math:`B` its critical buffer, :math:`\operatorname{aggr}` paper eq. 6.
 
 Each rule has three execution paths over the same maths:
