@@ -276,7 +276,28 @@ def verdict_section(runs: Sequence[Run], out: Path, plots: bool) -> list[str]:
             md += [f"![learning-rate sensitivity]({fig.name})", ""]
         md += ["Mean over the tuning seed(s) per learning rate (best in bold):", ""]
         md += [*tuning_table(tunings, task), "", *verdict_table(rows, task), ""]
+        md += flattening_note(runs, tunings, task, metric)
     return md
+
+
+def flattening_note(runs: Sequence[Run], tunings: Mapping[tuple[str, str], Any], task: str,
+                    metric: str) -> list[str]:
+    """Whether the baseline's validation curve had flattened: its mean change over the last
+    epoch at its best lr (seeds averaged), beside the total change from the first epoch."""
+    base = "adam" if (task, "adam") in tunings else None
+    if base is None or tunings[(task, base)].best_lr is None:
+        return []
+    lr = tunings[(task, base)].best_lr
+    curves = [[h.get(metric) for h in r.history] for r in runs
+              if r.task == task and r.optimizer == base and float(r.config["hyperparameters"]["lr"]) == lr]
+    curves = [c for c in curves if len(c) >= 2 and None not in c[-2:]]
+    if not curves or metric == "learning_accuracy":
+        return []
+    last = statistics.fmean(c[-1] - c[-2] for c in curves)
+    total = statistics.fmean(c[-1] - c[0] for c in curves)
+    return [f"Flattening check: {NAMES[base]} at lr {lr:g} changed its {metric.replace('_', ' ')} by "
+            f"{last:+.3g} over the last epoch ({total:+.3g} since the first), mean of {len(curves)} "
+            "seeds.", ""]
 
 
 def build_report(
