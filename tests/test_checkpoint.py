@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
 import torch
 
+import memoptim
 from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
 
 MAKERS = {
@@ -129,3 +131,25 @@ def test_state_dict_with_other_buffer_size_is_refused():
     del sd["memoptim"]
     with pytest.raises(ValueError, match="buffer_size"):
         AdamCM(model.parameters(), buffer_size=3).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("name", ["AdamCM", "SGDCM", "AdaMomentum"])
+def test_a_deep_copied_optimizer_loads_a_fresh_state_dict(name):
+    # torch's Optimizer.__setstate__ (run by deepcopy, and by wrappers such as Accelerate's) adds
+    # `differentiable` to the defaults; such an optimizer must still load our own state dicts.
+    ps = [torch.nn.Parameter(torch.randn(3, dtype=torch.float64))]
+    qs = [p.detach().clone().requires_grad_(True) for p in ps]
+    source = getattr(memoptim, name)(ps, lr=0.1)
+    for _ in range(3):
+        ps[0].grad = torch.randn(3, dtype=torch.float64)
+        source.step()
+    target = copy.deepcopy(getattr(memoptim, name)(qs, lr=0.1))
+    target.load_state_dict(copy.deepcopy(source.state_dict()))  # no tensor shared with source
+    g = torch.randn(3, dtype=torch.float64)
+    with torch.no_grad():
+        target.param_groups[0]["params"][0].copy_(ps[0])
+    ps[0].grad = g.clone()
+    target.param_groups[0]["params"][0].grad = g.clone()
+    source.step()
+    target.step()
+    assert torch.equal(target.param_groups[0]["params"][0], ps[0])

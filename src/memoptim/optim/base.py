@@ -37,7 +37,11 @@ MEMORY_OPTIONS: dict[str, Any] = {
 }
 
 #: Group keys that older state dicts may lack (filled from the defaults on load).
-_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype", *MEMORY_OPTIONS})
+_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype", "second_moment", *MEMORY_OPTIONS})
+#: Keys that ``torch.optim.Optimizer`` itself adds to ``defaults`` (its ``__setstate__``, run by
+#: ``copy.deepcopy`` and by wrappers such as Accelerate's, sets ``differentiable``): they are not
+#: ours, and a state dict need not carry them.
+_TORCH_MANAGED_KEYS = frozenset({"differentiable", "capturable"})
 
 #: Key under which :meth:`BaseOptimizer.state_dict` records which optimizer wrote it.
 STATE_DICT_TAG = "memoptim"
@@ -84,7 +88,8 @@ class BaseOptimizer(Optimizer):
             )
         saved_groups = state_dict.get("param_groups", [])
         for i, saved in enumerate(saved_groups):
-            missing = sorted(k for k in self.defaults if k not in saved and k not in _OPTIONAL_KEYS)
+            missing = sorted(k for k in self.defaults
+                             if k not in saved and k not in _OPTIONAL_KEYS and k not in _TORCH_MANAGED_KEYS)
             if missing:
                 raise ValueError(
                     f"param group {i} of the state dict lacks {', '.join(missing)}: it was not "
