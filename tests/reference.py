@@ -1,9 +1,10 @@
 r"""Slow, obviously-correct reference implementations, written straight from the spec.
 
-Source: ``/work/shared/spec/optimizer-semantics.md`` (the normative update rules) and the
-paper's equations (critical momenta, TMLR 2024: eqs. 3-8 and 10, Algorithm 1).  This
-module deliberately does **not** import :mod:`memoptim`: it is the independent yardstick
-the equivalence tests hold the library against.
+Source: the project's semantics document ``docs/semantics.md`` (the normative update rules
+as this project implements them) and the paper's equations (critical momenta, TMLR 2024:
+eqs. 3-8 and 10, Algorithm 1).  This module deliberately does **not** import
+:mod:`memoptim`: it is the independent yardstick the equivalence tests hold the library
+against.
 
 Design rules (chosen for auditability, not speed):
 
@@ -20,13 +21,24 @@ Spec clauses implemented (quoted loosely):
 * priority ``"group"``: one key per group and step, the sum over the group's tensors with
   a gradient of each ``||g||_2``; ``"tensor"``: each tensor's own ``||g||_2``;
 * the key comes from the raw gradient, before ``maximize`` and weight decay;
-* ``aggr(x, B) = x + sum(B) / C`` (capacity ``C``); empty buffer: ``aggr(x, B) = x``;
-* per step: aggregate with the old buffer, then offer ``(key, copy of value)``: insert if
-  fewer than ``C`` slots are filled, else replace the first slot holding the minimum key
-  if and only if ``key > min(keys)`` (ties do not replace); a non-finite key is never
-  inserted; then multiply every stored key by ``decay`` (also a key inserted this step);
-* memory switched off (``group["memory"] = False`` or :meth:`disable_memory`): the buffer
-  is dropped and behaves as empty forever.
+* ``aggregation="capacity"`` (default): ``aggr(x, B) = x + sum(B) / C`` (capacity ``C``);
+  ``aggregation="filled"`` (the authors' code): ``aggr(x, B) = x + sum(B) / n`` with ``n``
+  the number of filled slots; either way the empty buffer gives ``aggr(x, B) = x``;
+* per step: aggregate with the old buffer, then offer ``(key, copy of value)``; a
+  non-finite key is never inserted; while a slot is free the value goes into the first
+  free slot; when the buffer is full, ``policy="norm"`` (default) replaces the first slot
+  holding the minimum key if and only if ``key > min(keys)`` (ties do not replace), and
+  ``policy="random"`` replaces slot ``j`` with probability ``replace_prob``, ``(u, j)``
+  drawn from a generator seeded with ``policy_seed * 1_000_003 + t`` (:func:`random_draw`);
+  then multiply every stored key by ``decay`` (also a key inserted this step);
+* ``first_step="seed"`` (the authors' critical-momenta code; AdamCM and SGDCM only, a
+  no-op for the critical-gradient rules): a tensor's first step only counts the step,
+  applies AdamCM's decoupled weight decay, and offers the (maximize'd, L2-decayed)
+  gradient to the buffer; the moments / the momentum buffer are not touched;
+* AdamCM ``second_moment="aggregate"`` (default, ``v`` tracks ``aggr(m, B)^2``) or
+  ``"gradient"`` (``v`` tracks ``g^2`` as in Adam);
+* memory switched off (``memory=False``, ``group["memory"] = False`` or
+  :meth:`disable_memory`): the buffer is dropped and behaves as empty forever.
 """
 
 from __future__ import annotations
@@ -39,7 +51,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "AGGREGATIONS",
+    "FIRST_STEPS",
+    "POLICIES",
     "REFERENCES",
+    "SECOND_MOMENTS",
     "RefAdaMomentum",
     "RefAdamCG",
     "RefAdamCM",
@@ -51,6 +67,7 @@ __all__ = [
     "grad_stream",
     "make_groups",
     "norm2",
+    "random_draw",
 ]
 
 DTYPE = torch.float64
@@ -67,6 +84,22 @@ def norm2(x: Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- critical buffer
+AGGREGATIONS = ("capacity", "filled")
+POLICIES = ("norm", "random")
+FIRST_STEPS = ("step", "seed")
+SECOND_MOMENTS = ("aggregate", "gradient")
+
+
+def random_draw(policy_seed: int, step: int, capacity: int) -> tuple[float, int]:
+    """The ``policy="random"`` draw of a full buffer at a tensor's (1-based, already
+    incremented) step ``step``: a fresh CPU generator seeded ``policy_seed * 1_000_003 +
+    step``, then first ``u ~ U[0, 1)`` (float64), then the slot ``j ~ U{0, ..., C - 1}``."""
+    gen = torch.Generator().manual_seed(policy_seed * 1_000_003 + step)
+    u = torch.rand((), generator=gen, dtype=torch.float64).item()
+    j = int(torch.randint(0, capacity, (), generator=gen))
+    return u, j
+
+
 class RefBuffer:
     """The critical buffer of one tensor: a list of ``[key, value]`` slots in slot order."""
 
@@ -89,23 +122,50 @@ class RefBuffer:
             total = total + value
         return total
 
-    def aggregate(self, x: Tensor) -> Tensor:
-        """Paper eq. 6: ``x + (1/C) * sum(B)``; the empty buffer gives ``x``."""
+    def aggregate(self, x: Tensor, aggregation: str = "capacity") -> Tensor:
+        """Paper eq. 6: ``x + (1/C) * sum(B)`` (``"capacity"``) or, as in the authors' code,
+        ``x + (1/n) * sum(B)`` with ``n`` filled slots (``"filled"``); empty buffer: ``x``."""
         if not self.slots:
             return x
-        return x + self.total(x) / self.capacity
+        if aggregation == "capacity":
+            divisor = self.capacity
+        elif aggregation == "filled":
+            divisor = len(self.slots)
+        else:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        return x + self.total(x) / divisor
 
-    def offer(self, key: float, value: Tensor, decay: float) -> None:
-        """Algorithm 1: insert / replace-if-larger, then decay every key."""
+    def offer(
+        self,
+        key: float,
+        value: Tensor,
+        decay: float,
+        *,
+        policy: str = "norm",
+        replace_prob: float = 1.0,
+        policy_seed: int = 0,
+        step: int | None = None,
+    ) -> None:
+        """Algorithm 1: insert while a slot is free; when full, replace-if-larger
+        (``"norm"``) or a random slot with probability ``replace_prob`` (``"random"``);
+        then decay every key."""
         if math.isfinite(key):
             if len(self.slots) < self.capacity:
                 self.slots.append([key, value.detach().clone()])
-            else:
+            elif policy == "norm":
                 smallest = min(self.keys)
                 if key > smallest:
                     index = self.keys.index(smallest)  # the first slot holding the minimum
                     self.slots[index] = [key, value.detach().clone()]
                     self.replacements += 1
+            elif policy == "random":
+                assert step is not None, "the random policy draws from the tensor's step"
+                u, index = random_draw(policy_seed, step, self.capacity)
+                if u < replace_prob:
+                    self.slots[index] = [key, value.detach().clone()]
+                    self.replacements += 1
+            else:
+                raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         for slot in self.slots:
             slot[0] = slot[0] * decay
 
@@ -138,6 +198,7 @@ class _Reference:
                 settings[name] = value
             if self.uses_memory:
                 settings.setdefault("memory", True)
+            _validate(settings)
             self.groups.append(settings)
             self.params.append([p.detach().to(DTYPE).clone() for p in group["params"]])
         self.state: dict[tuple[int, int], dict[str, Any]] = {}
@@ -217,14 +278,51 @@ class _Reference:
         raise NotImplementedError
 
 
-def _aggr(buf: RefBuffer | None, x: Tensor) -> Tensor:
-    return x if buf is None else buf.aggregate(x)
+def _validate(settings: dict[str, Any]) -> None:
+    """The choices of the memory variants (only where the rule has the hyperparameter)."""
+    choices = {
+        "aggregation": AGGREGATIONS,
+        "first_step": FIRST_STEPS,
+        "policy": POLICIES,
+        "second_moment": SECOND_MOMENTS,
+    }
+    for name, allowed in choices.items():
+        if name in settings and settings[name] not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {settings[name]!r}")
+    if "replace_prob" in settings and not 0.0 <= settings["replace_prob"] <= 1.0:
+        raise ValueError(f"replace_prob must be in [0, 1], got {settings['replace_prob']!r}")
 
 
-def _offer(buf: RefBuffer | None, key: float | None, value: Tensor, decay: float) -> None:
+def _aggr(buf: RefBuffer | None, x: Tensor, group: dict[str, Any]) -> Tensor:
+    return x if buf is None else buf.aggregate(x, group["aggregation"])
+
+
+def _offer(
+    buf: RefBuffer | None, key: float | None, value: Tensor, group: dict[str, Any], step: int
+) -> None:
     if buf is not None:
         assert key is not None
-        buf.offer(key, value, decay)
+        buf.offer(key, value, group["decay"], policy=group["policy"],
+                  replace_prob=group["replace_prob"], policy_seed=group["policy_seed"], step=step)
+
+
+def _seeding(group: dict[str, Any], state: dict[str, Any]) -> bool:
+    """``first_step="seed"`` and this is the tensor's first step (its count just became 1)."""
+    return group["first_step"] == "seed" and state["step"] == 1
+
+
+# Hyperparameters of every memory rule (defaults: the paper's rule as the spec states it).
+_MEMORY_DEFAULTS: dict[str, Any] = {
+    "buffer_size": 5,
+    "decay": 0.7,
+    "priority": "group",
+    "memory": True,
+    "aggregation": "capacity",
+    "first_step": "step",
+    "policy": "norm",
+    "replace_prob": 1.0,
+    "policy_seed": 0,
+}
 
 
 # --------------------------------------------------------------------------- Adam family
@@ -234,12 +332,9 @@ _ADAM_DEFAULTS: dict[str, Any] = {
     "eps": 1e-8,
     "weight_decay": 0.0,
     "amsgrad": False,
-    "buffer_size": 5,
-    "decay": 0.7,
-    "priority": "group",
     "decoupled_weight_decay": True,
     "maximize": False,
-    "memory": True,
+    **_MEMORY_DEFAULTS,
 }
 
 
@@ -271,23 +366,34 @@ class _RefAdamBase(_Reference):
 class RefAdamCM(_RefAdamBase):
     """Adam+CM (spec; paper eqs. 4-7)::
 
-        m_t = b1 m + (1 - b1) g;  a_t = aggr(m_t, B);  v_t = b2 v + (1 - b2) a_t^2
+        m_t = b1 m + (1 - b1) g;  a_t = aggr(m_t, B)
+        v_t = b2 v + (1 - b2) a_t^2   (second_moment="aggregate", default)
+        v_t = b2 v + (1 - b2) g_t^2   (second_moment="gradient")
         theta <- theta (1 - lr wd);  theta <- theta - lr (a_t / bc1) / (sqrt(v_t / bc2) + eps)
         offer (key, m_t)
+
+    ``first_step="seed"``: at t = 1 only ``theta <- theta (1 - lr wd)`` (decoupled) and
+    offer (key, g_1); m, v stay zero; later steps use the true t (the first real one is 2).
     """
 
-    defaults = _ADAM_DEFAULTS
+    defaults: ClassVar[dict[str, Any]] = {**_ADAM_DEFAULTS, "second_moment": "aggregate"}
     uses_memory = True
 
     def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
         g = self._direction(group, p, g, coupled=not group["decoupled_weight_decay"])
+        if _seeding(group, state):
+            if group["decoupled_weight_decay"]:
+                p = p * (1 - group["lr"] * group["weight_decay"])
+            _offer(buf, key, g, group, state["step"])
+            return p
         m = beta1 * state["exp_avg"] + (1 - beta1) * g
-        a = _aggr(buf, m)
+        a = _aggr(buf, m, group)
         state["exp_avg"] = m
-        state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * a * a
+        s = a if group["second_moment"] == "aggregate" else g
+        state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * s * s
         new_p = self._adam_step(group, state, p, a)
-        _offer(buf, key, m, group["decay"])
+        _offer(buf, key, m, group, state["step"])
         return new_p
 
 
@@ -304,11 +410,11 @@ class RefAdamCG(_RefAdamBase):
     def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
         g = self._direction(group, p, g, coupled=not group["decoupled_weight_decay"])
-        ghat = _aggr(buf, g)
+        ghat = _aggr(buf, g, group)  # first_step="seed" changes nothing here (step 1 is a step)
         state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * ghat
         state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * ghat * ghat
         new_p = self._adam_step(group, state, p, state["exp_avg"])
-        _offer(buf, key, g, group["decay"])
+        _offer(buf, key, g, group, state["step"])
         return new_p
 
 
@@ -356,11 +462,8 @@ _SGD_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "dampening": 0.0,
     "weight_decay": 0.0,
-    "buffer_size": 5,
-    "decay": 0.7,
-    "priority": "group",
     "maximize": False,
-    "memory": True,
+    **_MEMORY_DEFAULTS,
 }
 
 
@@ -386,15 +489,21 @@ class _RefSGDBase(_Reference):
 
 class RefSGDCM(_RefSGDBase):
     """SGD+CM (spec; paper eqs. 4, 8): ``g += wd theta; m = heavy ball(g);
-    theta -= lr aggr(m, B); offer (key, m)``."""
+    theta -= lr aggr(m, B); offer (key, m)``.
+
+    ``first_step="seed"``: at t = 1 only offer (key, g_1); theta and the momentum buffer
+    (still ``None``: step 2 seeds it with g_2) are not touched."""
 
     defaults = _SGD_DEFAULTS
 
     def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
         g = self._direction(group, p, g, coupled=True)
+        if _seeding(group, state):
+            _offer(buf, key, g, group, state["step"])
+            return p
         m = self._heavy_ball(group, state, g)
-        new_p = p - group["lr"] * _aggr(buf, m)
-        _offer(buf, key, m, group["decay"])
+        new_p = p - group["lr"] * _aggr(buf, m, group)
+        _offer(buf, key, m, group, state["step"])
         return new_p
 
 
@@ -406,9 +515,10 @@ class RefSGDCG(_RefSGDBase):
 
     def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
         g = self._direction(group, p, g, coupled=True)
-        direction = self._heavy_ball(group, state, _aggr(buf, g))
+        # first_step="seed" changes nothing here (the authors' step 1 is an ordinary step)
+        direction = self._heavy_ball(group, state, _aggr(buf, g, group))
         new_p = p - group["lr"] * direction
-        _offer(buf, key, g, group["decay"])
+        _offer(buf, key, g, group, state["step"])
         return new_p
 
 

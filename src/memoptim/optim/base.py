@@ -399,20 +399,21 @@ def select_kernel(
 ) -> tuple[Callable[..., None], bool, float | Tensor]:
     """The execution path of ``rule`` for ``group``: ``(kernel, foreach, lr)``.
 
-    ``fused=True`` selects, in this order: the native CPU kernel of
+    ``fused=True`` selects, for the rules that have a native kernel and the default memory options
+    (else the multi-tensor path), in this order: the native CPU kernel of
     :mod:`memoptim.optim.native` when it handles ``tensors`` (``params, grads, *state``),
     ``buffers`` and ``steps`` (plain CPU tensors: also under DDP or ZeRO, not for FSDP2's
     DTensors) and is built; else the ``torch.compile``-d per-tensor rule, with the learning
     rate passed as a tensor so schedulers do not trigger recompilation.
     """
-    if group.get("fused") and buffers is not None and not _fusable_memory(group):
-        return rule, True, float(group["lr"])  # the fused paths implement the default memory only
     if group.get("fused"):
         from memoptim.optim import native
 
         native_kernel = getattr(native, rule.__name__, None)
-        if (native_kernel is not None and tensors
-                and native.supports(*tensors, buffers=buffers, steps=steps)):
+        if native_kernel is None or (buffers is not None and not _fusable_memory(group)):
+            # the fused paths implement the paper's rules with the default memory options only
+            return rule, True, float(group["lr"])
+        if tensors and native.supports(*tensors, buffers=buffers, steps=steps):
             return native_kernel, False, float(group["lr"])
         from memoptim.optim.functional import compiled
 

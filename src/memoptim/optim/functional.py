@@ -24,6 +24,7 @@ Each rule has three execution paths over the same maths:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -48,10 +49,25 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
     """
     if rule not in _COMPILED:
         traced = torch.compile(rule, fullgraph=True, dynamic=False)
+        eager = False  # set once torch.compile gave up on this rule
 
         def run(*args: object, **kwargs: object) -> None:
-            lifted = [_lift_0d(a) for a in args]
-            traced(*lifted, **kwargs)
+            nonlocal eager
+            if not eager:
+                lifted = [_lift_0d(a) for a in args]
+                try:
+                    traced(*lifted, **kwargs)
+                except torch._dynamo.exc.FailOnRecompileLimitHit:
+                    # Each new set of tensors with gradients is a new graph; once the recompile
+                    # limit is hit (raised before the graph runs, so no state has changed) the
+                    # rule runs eagerly from then on.
+                    warnings.warn(f"memoptim: torch.compile hit its recompile limit for {rule.__name__} "
+                                  "(the set of tensors with gradients keeps changing); running it "
+                                  "eagerly from now on", RuntimeWarning, stacklevel=3)
+                    eager = True
+            if eager:
+                rule(*args, **{**kwargs, "lr": float(kwargs["lr"]), "foreach": True})
+                return
             # Lists the rule fills in (fresh momentum buffers) were copies: write back.
             for orig, new in zip(args, lifted):
                 if isinstance(orig, list) and new is not orig:
