@@ -79,7 +79,7 @@ sweep("fashion-mnist", ["adam", "sgd"], out=sys.argv[1], epochs=2, seeds=[0, 1, 
 
 
 def test_two_worker_processes_share_one_sweep(tiny_data):
-    """Two processes on one SQLite storage (as scripts/run_study.sh runs them): every grid point
+    """Two processes on one SQLite storage: every grid point
     is trained exactly once, by one of them."""
     import os
     import subprocess

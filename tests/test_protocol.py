@@ -151,3 +151,42 @@ def test_report_writes_verdicts_json_with_the_documented_fields(tmp_path):
     assert row["verdict"] == "ahead" and row["best_lr"] == 3e-3 and row["seeds"] == 5
     assert row["lr_grid"] == [1e-3, 3e-3, 1e-2]
     assert "ahead" in (tmp_path / "report.md").read_text()
+
+
+def test_run_protocol_trains_each_point_once_resumes_and_skips_a_locked_optimizer(tiny_data, monkeypatch):
+    from memoptim.experiments import protocol
+    from memoptim.experiments import train as train_module
+
+    out = tiny_data / "study"
+    calls: list[tuple[str, float, int]] = []
+    real_train = train_module.train
+
+    def spy(task, opt, hp, epochs, seed, out_dir, *args, **kwargs):
+        if not (out_dir / "summary.json").exists():  # a run that trains (not one that is read)
+            calls.append((opt, hp["lr"], seed))
+            if len(calls) == 3 and stop["on"]:
+                raise KeyboardInterrupt
+        return real_train(task, opt, hp, epochs, seed, out_dir, *args, **kwargs)
+
+    stop = {"on": True}
+    monkeypatch.setattr(train_module, "train", spy)
+    kwargs = dict(out=out, epochs=1, tune_seeds=[0], confirm_seeds=[0, 1], max_widen=0,
+                  train_kwargs={"verify_data": False, "subset": 20, "batch_size": 10}, log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        protocol.run_protocol("fashion-mnist", ["adam", "adam+cm"], [1e-3, 1e-2, 1e-1], **kwargs)
+    stop["on"] = False
+    calls.clear()
+    tunings = protocol.run_protocol("fashion-mnist", ["adam", "adam+cm"], [1e-3, 1e-2, 1e-1], **kwargs)
+    # two finished points are read, not retrained; the interrupted one runs again
+    assert ("adam", 1e-3, 0) not in calls and ("adam", 1e-2, 0) not in calls
+    assert len(calls) == len(set(calls))
+    for opt in ("adam", "adam+cm"):
+        t = tunings[opt]
+        assert t.grid == [1e-3, 1e-2, 1e-1] and set(t.values[t.best_lr]) == {0, 1}
+    assert len(list(out.glob("fashion-mnist/*/*/seed*/summary.json"))) == 2 * (3 + 1)
+    # an optimizer whose lock another worker holds is left to that worker
+    calls.clear()
+    with protocol._claim(out / "fashion-mnist" / "sgd" / ".protocol.lock") as mine:
+        assert mine
+        done = protocol.run_protocol("fashion-mnist", ["sgd"], [1e-2, 1e-1], **kwargs)
+    assert done == {} and calls == []
