@@ -64,6 +64,16 @@ def test_results_json_has_the_fixed_keys(quick_run):
     assert set(res["table5"]) == set(res["paper"]["table5"])
     assert res["claims"] and all(isinstance(c["reproduced"], bool) for c in res["claims"])
     assert res["meta"]["quick"] is True
+    # Fig. 18, buffer vectors, the claims under every variant, MEG
+    assert set(res["fig18"]) == {f"{n} C={C}" for n in ("adam+cg", "adam+cm") for C in (5, 10, 20)}
+    for fig in ("fig2", "fig11", "fig12"):
+        for opt in ("adam+cg", "adam+cm"):
+            assert -1.0 <= res["buffer_vectors"][fig][opt]["cosine"] <= 1.0
+    assert set(res["variants"]) == {"authors", "nomem", "vg", "adam-lr3", "adam-lr10"}
+    ids = [c["id"] for c in res["claims"]]
+    for v in res["variants"].values():
+        assert [r["id"] for r in v["claims"]] == ids and v["results"]
+    assert res["meg"]["reproduced"] is False
 
 
 @pytest.mark.slow
@@ -71,6 +81,8 @@ def test_report_and_figures_exist(quick_run):
     report = (quick_run / "report.md").read_text()
     assert "Table 1" in report and "paper" in report and "reproduces?" in report
     assert "0.81" in report and "62.53" in report  # the paper's own numbers are quoted
+    assert "Claims that reproduce per variant" in report and "## Claims under the variants" in report
+    assert "Adam+MEG -- not reproduced" in report
     res = json.loads((quick_run / "results.json").read_text())
     for rel in res["figures"].values():
         path = quick_run / rel

@@ -24,6 +24,7 @@ __all__ = [
     "LABELS",
     "STYLES",
     "plot_buffer_diagnostics",
+    "plot_buffer_vectors",
     "plot_convergence_rates",
     "plot_escape_ratio",
     "plot_loss_curves",
@@ -64,17 +65,21 @@ def _plt() -> Any:
 
 
 def _label(name: str) -> str:
-    return LABELS.get(name, name)
+    """Display name; a series name ``"<registry name> <suffix>"`` keeps its suffix."""
+    first, _, rest = name.partition(" ")
+    return LABELS.get(name, f"{LABELS.get(first, first)} {rest}".strip())
 
 
 def _color(name: str, i: int) -> str:
     return COLORS.get(name.split(" ")[0], f"C{i % 10}")
 
 
-def _save(fig: Any, out: str | Path) -> Path:
+def _save(fig: Any, out: str | Path, rect: tuple[float, float, float, float] | None = None,
+          tight: bool = True) -> Path:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
@@ -225,7 +230,7 @@ def plot_sharp_flat_1d(
     names = list(runs)
     ncol = len(names) * len(sharpness)
     fig, axes = plt.subplots(len(starts), ncol, figsize=(1.9 * ncol, 1.8 * len(starts)),
-                             squeeze=False)
+                             squeeze=False, sharex=True, sharey=True)
     xs = torch.linspace(-2.5, 3.5, 400, dtype=torch.float64).unsqueeze(-1)
     for a, name in enumerate(names):
         traj = _np(runs[name])
@@ -239,16 +244,25 @@ def plot_sharp_flat_1d(
                 ax.scatter(t, ft, c=np.arange(t.size), cmap="plasma", s=4, zorder=3)
                 ax.axvline(t[-1], color="k", lw=0.8)
                 ax.set_facecolor("#d8f5d0" if t[-1] < 0.5 else "#f8d0d0")
-                ax.set_ylim(-0.3, 6.5)
-                ax.set_xlim(-2.5, 3.5)
-                ax.tick_params(labelsize=6)
+                ax.label_outer()
                 if i == 0:
                     ax.set_title(f"{_label(name)}, s={s:g}", fontsize=8)
                 if a == 0 and j == 0:
                     ax.set_ylabel(f"x0={starts[i]:g}", fontsize=8)
+    ax0 = axes[0][0]  # the axes are shared: limits and (few, fixed) ticks once for all panels
+    ax0.set_ylim(-0.3, 6.5)
+    ax0.set_xlim(-2.5, 3.5)
+    ax0.set_xticks([-2, 0, 1, 3])
+    ax0.set_yticks([0, 3, 6])
+    for ax in axes.flat:
+        ax.tick_params(labelsize=6)
+    # fixed margins (in inches): tight_layout over dozens of panels costs seconds
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.55 / w, right=1 - 0.1 / w, bottom=0.35 / h,
+                        top=1 - (0.6 if title else 0.3) / h, wspace=0.08, hspace=0.1)
     if title:
         fig.suptitle(title)
-    return _save(fig, out)
+    return _save(fig, out, tight=False)
 
 
 def plot_convergence_rates(
@@ -309,3 +323,80 @@ def plot_buffer_diagnostics(
     if title:
         fig.suptitle(title)
     return _save(fig, out)
+
+
+def _vector_panel(ax: Any, fn: Callable[[Tensor], Tensor], snaps: Sequence[Any],
+                  resolution: int) -> None:
+    """One panel of :func:`plot_buffer_vectors`: contour, path, and the vectors at each step."""
+    pts = np.array([_np(p) for sn in snaps for p in (sn.point, sn.next_point)])
+    lo, hi = pts.min(0), pts.max(0)
+    half = max(float((hi - lo).max()) / 2 * 1.35, 0.25)
+    c = (lo + hi) / 2
+    box = (c[0] - half, c[0] + half, c[1] - half, c[1] + half)
+    xs = torch.linspace(box[0], box[1], resolution, dtype=torch.float64)
+    ys = torch.linspace(box[2], box[3], resolution, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        Z = _np(fn(torch.stack([X, Y], -1)))
+    ax.contourf(_np(X), _np(Y), Z, levels=25, cmap="viridis", alpha=0.8)
+    path = np.array([_np(snaps[0].point)] + [_np(sn.next_point) for sn in snaps])
+    ax.plot(path[:, 0], path[:, 1], "-o", color="darkorange", ms=3, lw=1.5, zorder=3)
+    vecs = [v for sn in snaps for v in (*sn.items, sn.new, *([sn.term] if sn.term is not None else []))]
+    top = max((float(torch.linalg.vector_norm(v)) for v in vecs), default=1.0) or 1.0
+    k = 0.45 * half / top  # the longest vector spans ~45% of the half-width
+    for sn in snaps:
+        x, y = _np(sn.point)
+        for item in sn.items:
+            u = _np(item) * k
+            ax.plot([x, x + u[0]], [y, y + u[1]], "-", color="white", lw=0.7, alpha=0.8, zorder=4)
+        for v, col in ((sn.term, "black"), (sn.new, "limegreen")):
+            if v is not None:
+                u = _np(v) * k
+                ax.annotate("", (x + u[0], y + u[1]), (x, y), zorder=5,
+                            arrowprops={"arrowstyle": "->", "color": col, "lw": 1.6})
+    ax.set_xlim(box[0], box[1])
+    ax.set_ylim(box[2], box[3])
+    ax.tick_params(labelsize=6)
+
+
+def plot_buffer_vectors(
+    fn: Callable[[Tensor], Tensor],
+    snapshots: Mapping[str, Sequence[Any]],
+    out: str | Path,
+    *,
+    per_step: bool,
+    title: str = "",
+    resolution: int = 90,
+) -> Path:
+    """Figs. 2, 11, 12: the path (orange) over a zoomed contour plot and, at each step, the
+    buffer items (thin white lines), the buffer term of the aggregate (black arrow) and the new
+    gradient or momentum (green arrow), drawn as stored (gradient direction: the step goes
+    against the aggregate) from the step's starting point, with one scale per panel.
+
+    ``snapshots[name]`` is a list of :class:`memoptim.lab.buffer_vectors.BufferSnapshot` (one
+    run, consecutive steps).  ``per_step``: one row per optimizer and one panel per step;
+    otherwise one panel per optimizer (side by side) with all steps.
+    """
+    plt = _plt()
+    from matplotlib.lines import Line2D
+
+    names = list(snapshots)
+    nrow, ncol = (len(names), max(len(v) for v in snapshots.values())) if per_step else (1, len(names))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.1 * nrow + 0.5), squeeze=False)
+    for r, name in enumerate(names):
+        snaps = list(snapshots[name])
+        groups = [[sn] for sn in snaps] if per_step else [snaps]
+        for cidx, group in enumerate(groups):
+            ax = axes[r][cidx] if per_step else axes[0][r]
+            _vector_panel(ax, fn, group, resolution)
+            steps = f"step {group[0].step}" if len(group) == 1 else f"steps {group[0].step}-{group[-1].step}"
+            ax.set_title(f"{_label(name)}, {steps}", fontsize=8)
+    handles = [Line2D([], [], color="white", lw=0.8, label="buffer items"),
+               Line2D([], [], color="black", lw=1.6, label="buffer mean (aggregate term)"),
+               Line2D([], [], color="limegreen", lw=1.6, label="new gradient (CG) / momentum (CM)")]
+    fig.legend(handles=handles, loc="lower center", ncol=3 if ncol > 2 else 1, fontsize=7,
+               facecolor="0.6")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, out, rect=(0, (0.3 if ncol > 2 else 0.75) / fig.get_size_inches()[1], 1, 1))
+

@@ -37,10 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from memoptim.registry import OPTIMIZERS
+
 __all__ = ["MEMORY_OPTIMIZERS", "SAM_OPTIMIZERS", "ToyRun", "run_toy"]
 
-#: Registry names whose optimizer keeps a critical buffer.
-MEMORY_OPTIMIZERS = frozenset({"adam+cm", "adam+cg", "sgd+cm", "sgd+cg", "adam+sam+cm"})
+#: Registry names whose optimizer keeps a critical buffer (the paper's and the ablation variants:
+#: every ``+cm`` / ``+cg`` name; ``adam+cm-nomem`` never fills it but takes the same options).
+MEMORY_OPTIMIZERS = frozenset(n for n in OPTIMIZERS if "+cm" in n or "+cg" in n)
 #: Registry names that wrap their base in SAM (need two loss evaluations per step).
 SAM_OPTIMIZERS = frozenset({"adam+sam", "adam+sam+cm"})
 
