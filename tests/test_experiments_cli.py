@@ -67,3 +67,27 @@ def test_sweep_then_report_cli(tiny_data, capsys):
     md = (tiny_data / "rep" / "report.md").read_text()
     assert "## Table 3 analogue" in md and "SGD+CM" in md
 
+
+
+def test_an_output_directory_that_cannot_be_created_is_one_line_and_status_1(tmp_path, capsys):
+    from memoptim.cli.main import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["reproduce", "toy", "--quick", "--out", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("memoptim reproduce: error:") and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and str(blocker) in err
+
+
+def test_a_missing_optional_dependency_names_the_extra(tiny_data, monkeypatch, capsys):
+    import sys
+
+    from memoptim.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now fails
+    code = main(["sweep", "--task", "fashion-mnist", "--optimizers", "adam", "--epochs", "1",
+                 "--out", str(tiny_data / "sw"), "--no-verify"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "'optuna'" in err and "pip install 'memoptim[bench]'" in err

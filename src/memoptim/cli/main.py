@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,7 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The optional extra that provides each optional third-party module.
+EXTRAS: dict[str, str] = {
+    "optuna": "bench", "matplotlib": "lab", "scipy": "lab", "tqdm": "lab", "ninja": "native",
+}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command.  Expected failures (a missing optional dependency, a file or directory
+    that cannot be read or created) end in one line on stderr and a nonzero status; set
+    ``MEMOPTIM_DEBUG=1`` for the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -50,6 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ModuleNotFoundError, OSError) as exc:
+        if os.environ.get("MEMOPTIM_DEBUG"):
+            raise
+        print(f"memoptim {args.command}: error: {_explain(exc)}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError):
+        root = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(root)
+        hint = f": pip install 'memoptim[{extra}]'" if extra else ""
+        return f"this command needs the optional package {root!r}, which is not installed{hint}"
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
