@@ -12,7 +12,8 @@
   training + evaluation) and ``elapsed`` (seconds since the run's first start); online tasks add
   ``task`` / ``task_epoch`` and, after a task's last epoch, ``accuracies`` (one row of the
   accuracy matrix); with diagnostics on, ``distance``, ``sharpness``, ``buffer_variance``,
-  ``buffer_agreement``.  Non-finite numbers are written as ``null``;
+  ``buffer_agreement`` (and ``m_sharpness`` with ``m_sharpness_batches > 0``).  Non-finite
+  numbers are written as ``null``;
 * ``checkpoint.pt`` -- model, optimizer, torch RNG state, epoch count and metrics history, written
   atomically (temporary file + ``os.replace``) after every epoch;
 * ``summary.json`` -- the best metric, its epoch, status, on completion.
@@ -211,6 +212,7 @@ def train(
     tensorboard: bool = False,
     diagnostics: bool = False,
     sharpness_iters: int = 20,
+    m_sharpness_batches: int = 0,
     stop_on_divergence: bool = True,
     keep_checkpoint: bool = True,
 ) -> dict[str, Any]:
@@ -234,6 +236,10 @@ def train(
         tensorboard: also log scalars to ``out_dir/tensorboard`` (needs the tensorboard package;
             a warning and no logging without it).
         diagnostics: add sharpness, distance and buffer statistics to every metrics line.
+        sharpness_iters: power-iteration budget of the sharpness diagnostic (0: none).
+        m_sharpness_batches: with ``diagnostics``, also log the m-sharpness (paper eq. 15,
+            radius 0.05, ``m`` = the batch size) averaged over this many fixed training
+            mini-batches (0, the default: not computed).
         stop_on_divergence: stop at the first epoch whose training loss is not finite.
         keep_checkpoint: keep ``checkpoint.pt`` once the run is finished (sweeps drop it to
             save space: a finished run is recognised by its ``summary.json``).
@@ -306,7 +312,10 @@ def train(
     if diagnostics:
         from memoptim.experiments.diagnostics import TrainingDiagnostics
 
-        diag = TrainingDiagnostics(model, optimizer, task, sharpness_iters=sharpness_iters)
+        diag = TrainingDiagnostics(
+            model, optimizer, task, sharpness_iters=sharpness_iters,
+            m_sharpness_batches=m_sharpness_batches, m_sharpness_batch_size=bs,
+        )  # fmt: skip
 
     history: list[dict[str, Any]] = []
     start_unit, elapsed_before = 0, 0.0
