@@ -210,14 +210,12 @@ class MemoryOptimizer(BaseOptimizer):
                 b.draw = replacement_draw(group["policy_seed"], int(s) + 1, b.capacity, group["replace_prob"])
         all_buffers, all_steps = buffers, steps
         if seeding:
-            self._seed_buffers(group, hyper, [params[i] for i in seeding], [grads[i] for i in seeding],
-                               [steps[i] for i in seeding], buffers and [buffers[i] for i in seeding],
-                               None if keys is None else keys[seeding])
+            self._seed_buffers(group, hyper, _pick(params, seeding), _pick(grads, seeding),
+                               _pick(steps, seeding), _pick(buffers, seeding), _pick(keys, seeding))
             rest = [i for i in range(len(params)) if i not in set(seeding)]
-            params, grads, steps = ([xs[i] for i in rest] for xs in (params, grads, steps))
-            states = [[xs[i] for i in rest] if len(xs) else xs for xs in states]
-            buffers = buffers and [buffers[i] for i in rest]
-            keys = None if keys is None else keys[rest]
+            params, grads, steps = _pick(params, rest), _pick(grads, rest), _pick(steps, rest)
+            buffers, keys = _pick(buffers, rest), _pick(keys, rest)
+            states = [_pick(xs, rest) if len(xs) else xs for xs in states]  # amsgrad off: an empty list
         if params:
             norms = kernel(params, grads, *states, steps, buffers, keys, lr=lr, foreach=foreach,
                            **hyper, **({} if pending is None else {"pending": pending}))
@@ -239,9 +237,9 @@ class MemoryOptimizer(BaseOptimizer):
         r"""The authors' step 1 of critical momenta: offer :math:`g_1` (after ``maximize`` and L2)
         to the buffer and count the step; :math:`\theta` moves only by decoupled weight decay and
         the momenta stay zero, so the first real step has :math:`t = 2`."""
-        from memoptim.optim.functional import _prepare_grads
+        from memoptim.optim.functional import prepare_grads
 
-        g = _prepare_grads(params, grads, lr=float(group["lr"]), weight_decay=group["weight_decay"],
+        g = prepare_grads(params, grads, lr=float(group["lr"]), weight_decay=group["weight_decay"],
                            decoupled=bool(hyper.get("decoupled_weight_decay", False)),
                            maximize=group["maximize"], foreach=False)
         for s in steps:
@@ -379,6 +377,13 @@ class MemoryOptimizer(BaseOptimizer):
         for pid, p in zip(saved_ids, params):
             for k, v in kept.get(pid, {}).items():
                 self.state[p][k] = v.to(device=p.device, copy=True)
+
+
+def _pick(xs: Any, idx: list[int]) -> Any:
+    """The entries ``idx`` of a per-tensor list or of a ``(N,)`` key tensor (``None`` stays ``None``)."""
+    if xs is None:
+        return None
+    return xs[idx] if isinstance(xs, Tensor) else [xs[i] for i in idx]
 
 
 def _key_dtype(grads: list[Tensor]) -> torch.dtype:

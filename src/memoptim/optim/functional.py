@@ -110,7 +110,7 @@ def _step_values(steps: Sequence[Tensor]) -> list[float] | list[Tensor]:
     return [s.item() for s in steps]
 
 
-def _prepare_grads(
+def prepare_grads(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     *,
@@ -278,7 +278,7 @@ def adam_cm(
     then :math:`(\|g_t\|, m_t)` is offered to :math:`B` and the keys decay.
     """
     t = _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
                        decoupled=decoupled_weight_decay, maximize=maximize, foreach=foreach)
     _ema_(exp_avgs, g, beta1, foreach)
     a = _aggregate(exp_avgs, buffers, foreach)
@@ -321,7 +321,7 @@ def adam_cm_vg(
     then :math:`(\|g_t\|, m_t)` is offered to :math:`B` and the keys decay.
     """
     t = _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
                        decoupled=decoupled_weight_decay, maximize=maximize, foreach=foreach)
     _ema_(exp_avgs, g, beta1, foreach)
     _ema_sq_(exp_avg_sqs, g, beta2, foreach)
@@ -365,7 +365,7 @@ def adam_cg(
     then :math:`(\|g_t\|, g_t)` is offered to :math:`B` and the keys decay.
     """
     t = _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
                        decoupled=decoupled_weight_decay, maximize=maximize, foreach=foreach)
     ghat = _aggregate(g, buffers, foreach)
     _ema_(exp_avgs, ghat, beta1, foreach)
@@ -405,7 +405,7 @@ def adamomentum(
     :math:`\epsilon` accumulates in the stored :math:`v_t`; none is added outside the root.
     """
     t = _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay,
                        decoupled=decoupled_weight_decay, maximize=maximize, foreach=foreach)
     _ema_(exp_avgs, g, beta1, foreach)
     _ema_sq_(exp_avg_sqs, exp_avgs, beta2, foreach)
@@ -486,7 +486,7 @@ def sgd_cm(
     entries that are ``None`` are created (the caller stores them).
     """
     _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay, decoupled=False,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay, decoupled=False,
                        maximize=maximize, foreach=foreach)
     m = _heavy_ball_(momentum_buffers, g, momentum, dampening, foreach) if momentum else g
     _sgd_apply(params, _aggregate(m, buffers, foreach), lr, foreach)
@@ -520,7 +520,7 @@ def sgd_cg(
     then :math:`(\|g_t\|, g_t)` is offered to :math:`B`.
     """
     _step_values(steps)
-    g = _prepare_grads(params, grads, lr=lr, weight_decay=weight_decay, decoupled=False,
+    g = prepare_grads(params, grads, lr=lr, weight_decay=weight_decay, decoupled=False,
                        maximize=maximize, foreach=foreach)
     ghat = _aggregate(g, buffers, foreach)
     d = _heavy_ball_(momentum_buffers, ghat, momentum, dampening, foreach) if momentum else ghat
