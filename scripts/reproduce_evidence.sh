@@ -17,6 +17,6 @@ PY="${PYTHON:-$root/.venv/bin/python}"
 
 bash scripts/evidence_study.sh
 "$PY" -m memoptim report --runs results/benchmarks/study --out results/benchmarks
-"$PY" -m memoptim.experiments.paper_figures --out results/benchmarks/paper-figures --threads 1
+"$PY" -m memoptim reproduce paper-figures --out results/benchmarks/paper-figures
 "$PY" -m memoptim reproduce toy --out results/toy
 echo "[evidence] done: results/benchmarks/report.md, results/benchmarks/verdicts.json, results/toy/report.md"

@@ -53,6 +53,35 @@ def test_sweep_param_parsing():
         sweep_cli.parse_param("lr")
 
 
+def test_train_cli_m_sharpness_batches_logs_the_m_sharpness(tiny_data, capsys):
+    out = tiny_data / "msharp"
+    assert run_cli("train", "--task", "fashion-mnist", "--optimizer", "sgd", "--lr", "0.01",
+                   "--epochs", "1", "--subset", "40", "--eval-subset", "10", "--batch-size", "20",
+                   "--sharpness-iters", "1", "--m-sharpness-batches", "2", "--out", str(out),
+                   "--no-verify", "--no-progress") == 0  # fmt: skip
+    (line,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert line["m_sharpness"] > 0 and "sharpness" in line  # N > 0 turns the diagnostics on
+    assert json.loads((out / "config.json").read_text())["diagnostics"] is True
+    with pytest.raises(SystemExit):
+        run_cli("train", "--task", "fashion-mnist", "--optimizer", "sgd", "--m-sharpness-batches", "-1")
+    capsys.readouterr()
+
+
+def test_sweep_cli_passes_m_sharpness_batches_only_when_on(monkeypatch):
+    import memoptim.experiments.sweep as sweep_module
+
+    seen = []
+    monkeypatch.setattr(sweep_module, "sweep", lambda *a, train_kwargs, **k: seen.append(train_kwargs) or {})
+    argv = ("sweep", "--task", "fashion-mnist", "--optimizers", "sgd", "--epochs", "1")
+    assert run_cli(*argv) == 0
+    assert run_cli(*argv, "--m-sharpness-batches", "3") == 0
+    # off: the keywords (which name the sweep's studies) are those of before the flag existed
+    assert seen[0] == {"batch_size": None, "schedule": "auto", "subset": None, "eval_subset": None,
+                       "diagnostics": False}  # fmt: skip
+    assert seen[1]["diagnostics"] is True and seen[1]["m_sharpness_batches"] == 3
+    assert seen[1]["sharpness_iters"] == 20
+
+
 def test_sweep_then_report_cli(tiny_data, capsys):
     out = tiny_data / "sweep"
     assert run_cli("sweep", "--task", "fashion-mnist", "--optimizers", "sgd,sgd+cm",

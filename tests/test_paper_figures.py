@@ -55,7 +55,7 @@ def test_quick_run_all_writes_report_figures_and_results(tiny_data, monkeypatch,
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(PF, "train", no_training)
+    monkeypatch.setattr(PF.runs, "train", no_training)  # the module that calls train
     assert PF.run_all(out, quick=True, progress=False, verify_data=False) == report
 
 

@@ -28,7 +28,7 @@ import json
 import sys
 from typing import Any
 
-from memoptim.cli.train import TASK_CHOICES
+from memoptim.cli.train import M_SHARPNESS_HELP, TASK_CHOICES, non_negative_int
 
 DEFAULT_OPTIMIZERS = (
     "adam,adam+cg,adam+sam,adam+cm,adam+sam+cm,adamomentum,sgd,sgd+cg,sgd+cm"
@@ -75,6 +75,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-subset", type=int, default=None)
     p.add_argument("--diagnostics", action="store_true")
     p.add_argument("--sharpness-iters", type=int, default=20)
+    p.add_argument("--m-sharpness-batches", type=non_negative_int, default=0, metavar="N",
+                   help=M_SHARPNESS_HELP)
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -112,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
         "schedule": args.schedule,
         "subset": args.subset,
         "eval_subset": args.eval_subset,
-        "diagnostics": args.diagnostics,
+        "diagnostics": args.diagnostics or args.m_sharpness_batches > 0,
     }
-    if args.diagnostics:
+    if train_kwargs["diagnostics"]:
         train_kwargs["sharpness_iters"] = args.sharpness_iters
+    if args.m_sharpness_batches:  # only when on: the keywords name the studies (resume unchanged)
+        train_kwargs["m_sharpness_batches"] = args.m_sharpness_batches
     if args.data_root:
         train_kwargs["data_root"] = args.data_root
     if args.no_verify:

@@ -60,6 +60,21 @@ def hyperparameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+#: help of ``--m-sharpness-batches`` (train and sweep)
+M_SHARPNESS_HELP = (
+    "also log the m-sharpness (paper eq. 15, radius 0.05, m = the batch size) averaged over N "
+    "fixed training mini-batches every epoch; N > 0 turns --diagnostics on (default 0: off)"
+)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
@@ -92,9 +107,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--diagnostics", action="store_true",
                    help="log sharpness, distance travelled and buffer statistics every epoch")
     p.add_argument("--sharpness-iters", type=int, default=20)
+    p.add_argument("--m-sharpness-batches", type=non_negative_int, default=0, metavar="N",
+                   help=M_SHARPNESS_HELP)
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to <out>/tensorboard (needs the tensorboard package)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (a bar in a terminal, one line per epoch otherwise)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default with --nproc > 1: 1 per rank)")
     p.add_argument("--nproc", type=int, default=1,
@@ -182,8 +200,9 @@ def _run(args: argparse.Namespace) -> int:
             verify_data=not args.no_verify,
             progress=not args.no_progress and rank == 0,
             tensorboard=args.tensorboard,
-            diagnostics=args.diagnostics,
+            diagnostics=args.diagnostics or args.m_sharpness_batches > 0,
             sharpness_iters=args.sharpness_iters,
+            m_sharpness_batches=args.m_sharpness_batches,
         )
     except (DatasetNotFoundError, DatasetChecksumError, FileExistsError, ValueError) as exc:
         print(f"memoptim train: error: {exc}", file=sys.stderr)

@@ -48,7 +48,7 @@ TASK_TITLES = {
     "split-fashion-mnist": "Split Fashion-MNIST",
     "permuted-fashion-mnist": "Permuted Fashion-MNIST",
 }
-DIAGNOSTIC_KEYS = ("sharpness", "distance", "buffer_variance", "buffer_agreement")
+DIAGNOSTIC_KEYS = ("sharpness", "distance", "buffer_variance", "buffer_agreement", "m_sharpness")
 
 
 @dataclass

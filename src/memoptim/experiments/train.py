@@ -63,6 +63,7 @@ import torch
 from torch import Tensor
 
 from memoptim.experiments.tasks import Task, build_task, sharded_evaluation
+from memoptim.progress import Progress
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -156,28 +157,6 @@ def read_metrics(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
-class _Progress:
-    """tqdm bar if tqdm is installed and ``enabled``; otherwise a no-op."""
-
-    def __init__(self, enabled: bool, total: int | None, desc: str) -> None:
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # pragma: no cover - tqdm is in the bench/dev extras
-                return
-            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-    def update(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _tensorboard(enabled: bool, out_dir: Path) -> Any:
     if not enabled:
         return None
@@ -232,7 +211,8 @@ def train(
         subset / eval_subset: use only part of the training / evaluation data (see the task
             builders), for quick runs; recorded in the configuration.
         data_root / verify_data: dataset directory override / checksum verification.
-        progress: show a tqdm progress bar per epoch.
+        progress: show the progress of every epoch (:class:`memoptim.progress.Progress`: a tqdm
+            bar in a terminal, one line per epoch on stderr otherwise).
         tensorboard: also log scalars to ``out_dir/tensorboard`` (needs the tensorboard package;
             a warning and no logging without it).
         diagnostics: add sharpness, distance and buffer statistics to every metrics line.
@@ -370,9 +350,8 @@ def train(
         for group, lr0 in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = lr0 * factor
         total_loss, total_weight = 0.0, 0
-        bar = _Progress(
-            progress and lead, task.num_batches(unit, epochs, bs), f"epoch {unit + 1}/{units}"
-        )
+        bar = Progress(task.num_batches(unit, epochs, bs), f"epoch {unit + 1}/{units}",
+                       enabled=progress and lead, leave=False)  # fmt: skip
         if world > 1:
             batches = task.train_batches(net, unit, epochs, seed, bs, shard=(rank, world))
         else:
@@ -404,7 +383,7 @@ def train(
                     weight = task.batch_weight(batch)
                 total_loss += value * weight
                 total_weight += weight
-                bar.update(value)
+                bar.update(1, loss=value)
                 if not math.isfinite(value) and stop_on_divergence:
                     diverged = True
                     break

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from memoptim.lab.buffer_vectors import BufferSnapshot, cancellation_stats, trace_buffer_vectors
-from memoptim.lab.reproduce.common import TABLE11, Job, Progress, Settings, job_key, starts
+from memoptim.lab.reproduce.common import TABLE11, Job, Settings, job_key, starts
 from memoptim.lab.surfaces import get_surface
+from memoptim.progress import Progress
 
 __all__ = ["FIGURES", "VectorFigure", "buffer_vector_jobs", "buffer_vectors"]
 
@@ -67,7 +68,7 @@ def buffer_vectors(s: Settings, jobs: dict[str, Job], progress: bool,
     out: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     total = sum(FIGURES[slot.split(" ")[0]].window(s)[1] for slot in jobs)
-    bar = Progress(total, "Figs. 2/11/12 (buffer vectors)", progress)
+    bar = Progress(total, "Figs. 2/11/12 (buffer vectors)", enabled=progress)
     done: dict[str, list[list[BufferSnapshot]]] = {}
     for slot, (name, hp) in jobs.items():
         fig_key, _, opt = slot.partition(" ")

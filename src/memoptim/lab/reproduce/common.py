@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from memoptim.lab.toy import ToyRun, run_toy
+from memoptim.progress import Progress
 
 __all__ = [
-    "DTYPE", "EQ9_DEFAULTS", "MARGIN", "START_BOXES", "TABLE11", "Job", "Progress", "Settings",
+    "DTYPE", "EQ9_DEFAULTS", "MARGIN", "START_BOXES", "TABLE11", "Job", "Settings",
     "escaped", "fmt", "lower", "md_table", "mean_std", "run_jobs", "starts",
 ]
 
@@ -102,25 +103,6 @@ class Settings:
             kappas=(10.0, 1000.0), conv_grid={"n_grid": 30, "n_alpha": 16, "n_beta": 10},
             variants=ALL_VARIANTS if variants else (), vector_starts=2, vector_window=(11, 40),
         )
-
-
-class Progress:
-    """A tqdm bar (or a no-op) advanced once per optimizer step."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled and total > 0:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def starts(surface: str, n: int) -> Tensor:

@@ -22,13 +22,13 @@ from memoptim.lab.reproduce.common import (
     DTYPE,
     EQ9_DEFAULTS,
     Job,
-    Progress,
     Settings,
     escaped,
     run_jobs,
     unique_jobs,
 )
 from memoptim.lab.surfaces import sharp_flat
+from memoptim.progress import Progress
 
 __all__ = [
     "FIG5_SHARPNESS", "FIG5_STARTS", "fig5", "fig5_jobs", "fig6", "fig6_jobs", "fig7",
@@ -66,7 +66,7 @@ def fig5_jobs(s: Settings) -> dict[str, Job]:
 def fig5(s: Settings, jobs: dict[str, Job], progress: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Fig. 5: ``out[slot]`` = cells, escapes (of 9), cells ending at the nearest minimum."""
     fn, x0 = _fig5_problem()
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 5 (1-D f_s)", progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 5 (1-D f_s)", enabled=progress)
     runs = run_jobs(fn, x0, jobs, s, bar)
     bar.close()
     return {k: _fig5_cells(r.final) for k, r in runs.items()}, {k: r.trajectory for k, r in runs.items()}
@@ -81,7 +81,7 @@ def fig18_jobs(s: Settings) -> dict[str, Job]:
 def fig18(s: Settings, jobs: dict[str, Job], progress: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Fig. 18: ``out[slot]`` (slot ``"adam+cm C=10"`` etc.) as :func:`fig5`."""
     fn, x0 = _fig5_problem()
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 18 (1-D f_s, decay 0.99)", progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 18 (1-D f_s, decay 0.99)", enabled=progress)
     runs = run_jobs(fn, x0, jobs, s, bar)
     bar.close()
     return {k: _fig5_cells(r.final) for k, r in runs.items()}, {k: r.trajectory for k, r in runs.items()}
@@ -101,7 +101,7 @@ def fig6(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, Any]:
     pts = -5 + 10 * torch.rand(s.escape_points, 10, generator=g, dtype=DTYPE)
     x0 = pts.repeat(len(s.sharpness_10d), 1)
     sv = torch.tensor(s.sharpness_10d, dtype=DTYPE).repeat_interleave(s.escape_points)
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 6 (10-D escape)", progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 6 (10-D escape)", enabled=progress)
     runs = run_jobs(partial(sharp_flat, s=sv), x0, jobs, s, bar)
     bar.close()
     ratio: dict[str, dict[str, float]] = {}
@@ -135,7 +135,7 @@ def fig7(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, dict[st
     pts = -5 + 10 * torch.rand(s.escape_points, 1, generator=g, dtype=DTYPE)
     x0 = pts.repeat(len(s.sharpness_1d), 1)
     sv = torch.tensor(s.sharpness_1d, dtype=DTYPE).repeat_interleave(s.escape_points)
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 7 (1-D escape)", progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 7 (1-D escape)", enabled=progress)
     runs = run_jobs(partial(sharp_flat, s=sv), x0, jobs, s, bar)
     bar.close()
     ratio: dict[str, dict[str, dict[str, float]]] = {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from memoptim.lab.reproduce.common import Progress, Settings
+from memoptim.lab.reproduce.common import Settings
+from memoptim.progress import Progress
 
 __all__ = ["fig3"]
 
@@ -17,7 +18,7 @@ def fig3(s: Settings, progress: bool) -> dict[str, Any]:
 
     series = {"momentum": (0, None), "momentum beta=0.9": (0, 0.9),
               "critical momenta C=5": (5, None), "critical momenta C=5 beta=0.9": (5, 0.9)}
-    bar = Progress(len(series) * len(s.kappas), "Fig. 3 (rates)", progress)
+    bar = Progress(len(series) * len(s.kappas), "Fig. 3 (rates)", enabled=progress, unit="rate")
     out: dict[str, Any] = {"kappa": list(s.kappas), "C": 5, "L": 1.0}
     for label, (C, beta) in series.items():
         rows = []

@@ -22,7 +22,6 @@ from torch import Tensor
 from memoptim.lab.reproduce.common import (
     TABLE11,
     Job,
-    Progress,
     Settings,
     mean_std,
     run_jobs,
@@ -31,6 +30,7 @@ from memoptim.lab.reproduce.common import (
 )
 from memoptim.lab.sharpness import batched_hessian_eigenvalues
 from memoptim.lab.surfaces import ackley, goldstein_price, levy
+from memoptim.progress import Progress
 
 __all__ = [
     "ACKLEY_OPTIMIZERS", "TABLE1_OPTIMIZERS", "ackley_experiment", "ackley_jobs",
@@ -64,7 +64,7 @@ def table1(s: Settings, jobs: dict[str, Job], progress: bool) -> tuple[dict[str,
     """Table 1: ``out[surface][slot]`` = mean/std of final loss and sharpness; extra: trajectories."""
     out: dict[str, Any] = {}
     traj: dict[str, Any] = {}
-    bar = Progress(len(_TABLE1_SURFACES) * unique_jobs(jobs) * s.steps, "Table 1", progress)
+    bar = Progress(len(_TABLE1_SURFACES) * unique_jobs(jobs) * s.steps, "Table 1", enabled=progress)
     for key, (fn, sname) in _TABLE1_SURFACES.items():
         runs = run_jobs(fn, starts(sname, s.table_seeds), jobs, s, bar)
         out[key] = {k: _final_stats(fn, r.final, r.final_loss) for k, r in runs.items()}
@@ -81,7 +81,7 @@ def table5_jobs(s: Settings) -> dict[str, Job]:
 
 def table5(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, Any]:
     """Table 5 on Levy: ``out[slot]`` with the slot's base optimizer, C and decay."""
-    bar = Progress(unique_jobs(jobs) * s.steps, "Table 5", progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, "Table 5", enabled=progress)
     runs = run_jobs(levy, starts("levy", s.table_seeds), jobs, s, bar)
     bar.close()
     out = {}
@@ -110,7 +110,7 @@ def ackley_experiment(s: Settings, jobs: dict[str, Job], progress: bool,
     """Figs. 4 / 16: ``out[mode][slot]`` for mode ``with_lr_decay`` and ``constant_lr``; extra:
     loss curves, trajectories and (``diagnostics``) buffer diagnostics of the CG/CM slots."""
     x0 = starts("ackley", s.ackley_seeds)
-    bar = Progress(2 * unique_jobs(jobs) * s.steps, "Fig. 4/16 (Ackley)", progress)
+    bar = Progress(2 * unique_jobs(jobs) * s.steps, "Fig. 4/16 (Ackley)", enabled=progress)
     out: dict[str, Any] = {}
     extra: dict[str, Any] = {"curves": {}, "trajectories": {}, "diagnostics": {}}
     every = max(s.steps // 100, 1)
@@ -136,7 +136,7 @@ def ackley_experiment(s: Settings, jobs: dict[str, Job], progress: bool,
 def gp_trajectories(s: Settings, progress: bool) -> dict[str, Tensor]:
     """Fig. 14: Goldstein-Price trajectories of the four Table 1 optimizers, Table 11 settings."""
     jobs = {k: (k, dict(TABLE11[k])) for k in TABLE1_OPTIMIZERS}
-    bar = Progress(len(jobs) * s.steps, "Fig. 14 (GP, Table 11)", progress)
+    bar = Progress(len(jobs) * s.steps, "Fig. 14 (GP, Table 11)", enabled=progress)
     runs = run_jobs(goldstein_price, starts("goldstein-price", s.trajectory_starts), jobs, s, bar)
     bar.close()
     return {k: r.trajectory for k, r in runs.items()}

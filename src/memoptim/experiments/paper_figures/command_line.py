@@ -1,0 +1,31 @@
+"""``python -m memoptim.experiments.paper_figures``: the module's own command line (the same
+runs as ``memoptim reproduce paper-figures``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from memoptim.experiments.paper_figures.all_artifacts import run_all
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``--out DIR`` (default ``results/benchmarks/paper-figures``), ``--quick``,
+    ``--threads N`` (torch intra-op threads, default 1), ``--data-root``, ``--no-verify``."""
+    from memoptim.experiments import paper_figures
+
+    p = argparse.ArgumentParser(prog="python -m memoptim.experiments.paper_figures",
+                                description=(paper_figures.__doc__ or "").split("\n\n")[0])  # fmt: skip
+    p.add_argument("--out", default="results/benchmarks/paper-figures")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test scale")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--no-verify", action="store_true", help="skip the dataset checksum check")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    run_all(args.out, quick=args.quick, progress=not args.quiet, data_root=args.data_root,
+            verify_data=not args.no_verify)  # fmt: skip
+    return 0
