@@ -120,3 +120,21 @@ def test_a_missing_optional_dependency_names_the_extra(tiny_data, monkeypatch, c
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "'optuna'" in err and "pip install 'memoptim[bench]'" in err
+
+
+def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_the_file(tiny_data, capsys):
+    from memoptim.cli.main import main
+
+    out = tiny_data / "run"
+    argv = ["train", "--task", "fashion-mnist", "--optimizer", "adam", "--epochs", "2", "--out", str(out),
+            "--no-verify", "--no-progress", "--batch-size", "30"]
+    ckpt = out / "checkpoint.pt"
+    assert main(argv) == 0  # the command keeps the finished run's checkpoint
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
+    (out / "summary.json").unlink()  # an unfinished run, so resuming reads the checkpoint
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(ckpt) in err and "delete it to start this run over" in err

@@ -172,6 +172,28 @@ def _tensorboard(enabled: bool, out_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
+class CheckpointError(ValueError):
+    """A run's checkpoint cannot be read; the message names the file and how to start over."""
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load`` of a run checkpoint, or :class:`CheckpointError` if it is unreadable.
+
+    Checkpoints are written atomically, so a killed run leaves its previous one intact; an
+    unreadable one was damaged afterwards (a truncated copy, a full disk)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        raise CheckpointError(
+            f"cannot resume from {path}: the checkpoint is unreadable ({type(exc).__name__}); delete it "
+            f"to start this run over, or choose another output directory"
+        ) from exc
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        raise CheckpointError(f"cannot resume from {path}: it is not a memoptim run checkpoint; delete "
+                              "it to start this run over, or choose another output directory")
+    return checkpoint
+
+
 def train(
     task: str | Task,
     optimizer_name: str,
@@ -267,7 +289,7 @@ def train(
         return summary
     checkpoint = None
     if ckpt_path.exists():
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        checkpoint = _load_checkpoint(ckpt_path)
         same_config(checkpoint["config"], "checkpoint")
     _barrier(world)  # every rank has read the run directory before rank 0 writes to it
 
