@@ -103,15 +103,13 @@ def test_changing_gradient_sets_fall_back_to_eager_at_the_recompile_limit(monkey
     # fail hard once the recompile limit is hit.  The rule then runs eagerly, with the same numbers.
     import itertools
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
-    torch._dynamo.reset()
-    monkeypatch.setattr(F, "_COMPILED", {})
+    monkeypatch.setattr(F, "_COMPILED", {})  # fresh compiled rules, counting from zero
     ps = [torch.zeros(n, dtype=torch.float64, requires_grad=True) for n in (2, 3, 4)]
     qs = [p.detach().clone().requires_grad_(True) for p in ps]
     fused = memoptim.AdamCM(ps, lr=0.1, fused=True)
     eager = memoptim.AdamCM(qs, lr=0.1, foreach=False)
     subsets = list(itertools.chain(*(itertools.combinations(range(3), k) for k in (1, 2, 3))))
-    with pytest.warns(RuntimeWarning, match="recompile limit"):
+    with torch._dynamo.config.patch(recompile_limit=2), pytest.warns(RuntimeWarning, match="recompile limit"):
         for step, subset in enumerate(subsets * 2):
             for i, (p, q) in enumerate(zip(ps, qs)):
                 g = torch.full_like(p, 1.0 + step) if i in subset else None
