@@ -65,8 +65,14 @@ def fig5_jobs(s: Settings) -> dict[str, Job]:
 
 def fig5(s: Settings, jobs: dict[str, Job], progress: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Fig. 5: ``out[slot]`` = cells, escapes (of 9), cells ending at the nearest minimum."""
+    return _sharp_flat_cells(s, jobs, progress, "Fig. 5 (1-D f_s)")
+
+
+def _sharp_flat_cells(s: Settings, jobs: dict[str, Job], progress: bool,
+                      desc: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Run ``jobs`` on the 1-D ``f_s`` grid of starts and sharpness; the cells and trajectories."""
     fn, x0 = _fig5_problem()
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 5 (1-D f_s)", enabled=progress)
+    bar = Progress(unique_jobs(jobs) * s.steps, desc, enabled=progress)
     runs = run_jobs(fn, x0, jobs, s, bar)
     bar.close()
     return {k: _fig5_cells(r.final) for k, r in runs.items()}, {k: r.trajectory for k, r in runs.items()}
@@ -80,11 +86,7 @@ def fig18_jobs(s: Settings) -> dict[str, Job]:
 
 def fig18(s: Settings, jobs: dict[str, Job], progress: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Fig. 18: ``out[slot]`` (slot ``"adam+cm C=10"`` etc.) as :func:`fig5`."""
-    fn, x0 = _fig5_problem()
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 18 (1-D f_s, decay 0.99)", enabled=progress)
-    runs = run_jobs(fn, x0, jobs, s, bar)
-    bar.close()
-    return {k: _fig5_cells(r.final) for k, r in runs.items()}, {k: r.trajectory for k, r in runs.items()}
+    return _sharp_flat_cells(s, jobs, progress, "Fig. 18 (1-D f_s, decay 0.99)")
 
 
 def fig6_jobs(s: Settings) -> dict[str, Job]:
