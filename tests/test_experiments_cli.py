@@ -138,3 +138,16 @@ def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_the_file(tiny_d
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(ckpt) in err and "delete it to start this run over" in err
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("lr=0.1", "cannot be combined"),
+    ("weight_decay=0.1", "no optimizer in --optimizers has 'weight_decay'"),
+    ("buffer_size=5,20", "one value per hyperparameter"),
+])
+def test_tuned_protocol_rejects_params_it_cannot_honour(tiny_data, capsys, param, message):
+    code = run_cli("sweep", "--task", "fashion-mnist", "--optimizers", "adam,adam+cm", "--tune-lr",
+                   "1e-3,1e-2", "--param", param, "--epochs", "1", "--out", str(tiny_data / "p"),
+                   "--no-verify")
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tiny_data / "p" / "fashion-mnist").exists()  # nothing trained

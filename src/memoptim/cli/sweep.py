@@ -160,6 +160,9 @@ def _run_protocol(args: argparse.Namespace, optimizers: list[str], train_kwargs:
         print(f"memoptim sweep: note: {len(confirm)} confirmation seeds; verdicts need {MIN_SEEDS}",
               file=sys.stderr)
     fixed = {o: _fixed(o, dict(args.param)) for o in optimizers}
+    for name, _ in args.param:
+        if not any(name in f for f in fixed.values()):
+            raise ValueError(f"--param {name}: no optimizer in --optimizers has {name!r} in its grid")
     tunings = run_protocol(args.task, optimizers, grid, out=args.out, epochs=args.epochs,
                            tune_seeds=[int(s) for s in args.tune_seeds.split(",")],
                            confirm_seeds=confirm, fixed=fixed, max_widen=args.max_widen,
@@ -171,7 +174,8 @@ def _run_protocol(args: argparse.Namespace, optimizers: list[str], train_kwargs:
 
 def _fixed(optimizer: str, params: dict[str, list[Any]]) -> dict[str, Any]:
     """The non-lr hyperparameters of ``optimizer`` in the tuned protocol: the CPU grid's fixed
-    values, overridden by single-valued ``--param`` settings (a protocol tunes the lr only)."""
+    values, overridden by single-valued ``--param`` settings for the hyperparameters that grid has
+    (as in grid mode; a protocol tunes the lr only)."""
     from memoptim.experiments.sweep import grid_for
 
     out = {k: v[0] for k, v in grid_for(optimizer, "cpu").items() if k != "lr"}
@@ -180,6 +184,6 @@ def _fixed(optimizer: str, params: dict[str, list[Any]]) -> dict[str, Any]:
             raise ValueError("--param lr=... and --tune-lr cannot be combined")
         if len(values) != 1:
             raise ValueError(f"--param {k}: the tuned protocol takes one value per hyperparameter")
-        if k in out or k in ("buffer_size", "decay", "rho", "beta2", "momentum"):
+        if k in out:
             out[k] = values[0]
     return out
