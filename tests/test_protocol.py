@@ -190,3 +190,27 @@ def test_run_protocol_trains_each_point_once_resumes_and_skips_a_locked_optimize
         assert mine
         done = protocol.run_protocol("fashion-mnist", ["sgd"], [1e-2, 1e-1], **kwargs)
     assert done == {} and calls == []
+
+
+def test_verdict_rows_name_each_pair_once_with_what_it_isolates(tmp_path):
+    from memoptim.experiments.report import collect_runs
+    from memoptim.experiments.verdicts import verdict_rows
+
+    for opt in ("adam", "adam+cm", "adam+cm-vg"):
+        for lr in (1e-3, 3e-3, 1e-2):
+            for seed in range(2):
+                d = tmp_path / opt / f"lr={lr!r}" / f"seed{seed}"
+                d.mkdir(parents=True)
+                cfg = {"task": "t", "optimizer": opt, "hyperparameters": {"lr": lr}, "seed": seed}
+                (d / "config.json").write_text(json.dumps(cfg))
+                (d / "metrics.jsonl").write_text("")
+                (d / "summary.json").write_text(json.dumps({"metric": "val_accuracy", "mode": "max",
+                                                            "best_val_accuracy": 90.0 + seed, "config": cfg}))
+    runs, _ = collect_runs(tmp_path)
+    rows = verdict_rows(runs)
+    pairs = [(r["optimizer"], r["baseline"]) for r in rows]
+    assert len(pairs) == len(set(pairs))
+    assert set(pairs) == {("adam+cm", "adam"), ("adam+cm-vg", "adam"), ("adam+cm", "adam+cm-vg")}
+    contrast = {(r["optimizer"], r["baseline"]): r["contrast"] for r in rows}
+    assert contrast[("adam+cm-vg", "adam")] == "the buffer alone (v from g, as Adam)"
+    assert contrast[("adam+cm", "adam")] == "against the family baseline"

@@ -248,6 +248,7 @@ def verdict_section(runs: Sequence[Run], out: Path, plots: bool) -> list[str]:
     verdicts (95% CIs); writes ``out/verdicts.json`` (:mod:`memoptim.experiments.verdicts`)."""
     from memoptim.experiments.protocol import MIN_SEEDS, tunings_from_runs
     from memoptim.experiments.verdicts import (
+        plot_intervals,
         plot_lr_curves,
         tuning_table,
         verdict_rows,
@@ -281,6 +282,9 @@ def verdict_section(runs: Sequence[Run], out: Path, plots: bool) -> list[str]:
         fig = out / f"lr_{task}.png"
         if plots and plot_lr_curves(tunings, task, metric, fig):
             md += [f"![learning-rate sensitivity]({fig.name})", ""]
+        forest = out / f"verdicts_{task}.png"
+        if plots and plot_intervals(rows, task, metric, forest):
+            md += [f"![differences with 95% confidence intervals]({forest.name})", ""]
         md += ["Mean over the tuning seed(s) per learning rate (best in bold):", ""]
         md += [*tuning_table(tunings, task), "", *verdict_table(rows, task), ""]
         md += flattening_note(runs, tunings, task, metric)

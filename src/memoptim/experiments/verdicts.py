@@ -44,10 +44,11 @@ def verdict_rows(runs: Sequence[Any], min_seeds: int = MIN_SEEDS) -> list[dict[s
     for task in sorted({t for t, _ in tunings}):
         present = sorted((o for t, o in tunings if t == task),
                          key=lambda o: order.index(o) if o in order else len(order))
-        pairs = [(o, baseline_of(o), "against the family baseline") for o in present
-                 if o != baseline_of(o)]
-        pairs += [c for c in CONTRASTS if c[0] in present and c[1] in present]
-        for opt, base, what in pairs:
+        pairs = {(o, baseline_of(o)): "against the family baseline" for o in present if o != baseline_of(o)}
+        for opt, base, what in CONTRASTS:  # a contrast names what a pair isolates; no pair twice
+            if opt in present and base in present:
+                pairs[(opt, base)] = what
+        for (opt, base), what in pairs.items():
             if (task, base) not in tunings:
                 continue
             row = compare(task, tunings[(task, opt)], tunings[(task, base)], min_seeds)
@@ -150,5 +151,37 @@ def plot_lr_curves(tunings: Mapping[tuple[str, str], Tuning], task: str, metric:
     return True
 
 
-__all__ = ["CONTRASTS", "baseline_of", "plot_lr_curves", "tuning_table", "verdict_rows", "verdict_table",
-           "write_verdicts"]
+def plot_intervals(rows: Sequence[Mapping[str, Any]], task: str, metric: str, path: Path) -> bool:
+    """One line per comparison of ``task``: the difference and its 95% interval, coloured by verdict."""
+    shown = [r for r in rows if r["task"] == task and r["diff"] is not None]
+    if not shown:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is in the bench extras
+        return False
+    colors = {"ahead": "tab:green", "behind": "tab:red", "level": "tab:gray", "not tuned": "tab:orange",
+              "pending": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(7.0, 0.4 * len(shown) + 1.2))
+    for i, r in enumerate(reversed(shown)):
+        c = colors[r["verdict"]]
+        ax.plot([r["ci_low"], r["ci_high"]], [i, i], color=c, lw=2)
+        ax.plot([r["diff"]], [i], "o", color=c)
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"{_name(r['optimizer'])} − {_name(r['baseline'])} ({r['verdict']})"
+                        for r in reversed(shown)], fontsize=7)
+    better = "higher" if "accuracy" in metric else "lower"
+    ax.set_xlabel(f"difference in {metric.replace('_', ' ')} ({better} is better), 95% CI", fontsize=8)
+    ax.set_title(f"{task}: every comparison at each optimizer's own best lr", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+__all__ = ["CONTRASTS", "baseline_of", "plot_intervals", "plot_lr_curves", "tuning_table", "verdict_rows",
+           "verdict_table", "write_verdicts"]
