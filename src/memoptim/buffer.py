@@ -300,7 +300,8 @@ def offer(
     keys = keys.to(stacked.dtype)
     slot = stacked.argmin(dim=1, keepdim=True)  # first free slot, else the minimum key
     if buffers[0].draw is not None:  # random policy: a drawn slot once full, kept w.p. replace_prob
-        # (host-side draws, copied to the device without waiting for it)
+        # Host-side draws: on an accelerator their copy to the device waits for queued work, a
+        # cost of this ablation only (the default policy decides on the device).
         drawn = torch.tensor([b.draw[0] for b in buffers]).to(stacked.device)
         j = torch.tensor([[b.draw[1]] for b in buffers]).to(stacked.device)
         free = torch.isneginf(stacked).any(dim=1)
