@@ -196,7 +196,8 @@ def optimal_rate(
 
     Args:
         C: buffer capacity (0 = classical momentum).
-        mu, L: strong convexity and smoothness constants (:math:`0 < \mu \le L`).
+        mu: strong convexity constant (:math:`0 < \mu \le L`).
+        L: smoothness constant.
         beta: fix :math:`\beta` (Fig. 3 dashed lines use 0.9) or ``None`` to optimise it.
     """
     from scipy.optimize import minimize

@@ -2,4 +2,5 @@
 
 from memoptim.experiments.paper_figures.command_line import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (doc tools, test collection) must not run the job
+    raise SystemExit(main())
