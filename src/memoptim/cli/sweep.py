@@ -6,8 +6,16 @@ Example (a grid of two learning rates and three seeds)::
         --subset 10000 --eval-subset 5000 --out runs/sweep
 
 Interrupted?  Run the same command again: finished trials are skipped and the interrupted run
-resumes from its last epoch.  ``--storage postgresql://...`` shares one sweep between machines
-(default: SQLite in ``<out>/optuna.db``).  Grids: ``cpu`` (learning rate only, other
+resumes from its last epoch.  Storage (``--storage``, any Optuna RDB / SQLAlchemy URL):
+
+* default: SQLite in ``<out>/optuna.db`` (``sqlite:///<out>/optuna.db``), one machine;
+* ``postgresql://user:pw@host:port/db`` or, naming the driver, ``postgresql+psycopg2://user:pw@
+  host:port/db`` shares one sweep between workers on several machines (each running the same
+  command; ``--out`` should be a shared directory so resumed runs find their checkpoints).
+  PostgreSQL needs the driver psycopg2: ``pip install 'memoptim[postgres]'`` (a bare
+  ``postgresql://`` always means psycopg2 here; ``postgresql+psycopg://`` selects psycopg 3).
+
+Grids: ``cpu`` (learning rate only, other
 hyperparameters at the paper's defaults) or ``paper`` (Table 8); ``--param lr=0.01,0.001``
 overrides one hyperparameter's values.
 
@@ -67,8 +75,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", default="runs/sweep", help="root of the run directories")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage URL (default sqlite:///<out>/optuna.db)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL, e.g. postgresql://user:pw@host:port/db or "
+                        "postgresql+psycopg2://... (needs memoptim[postgres]); "
+                        "default sqlite:///<out>/optuna.db")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--schedule", choices=("auto", "step", "constant"), default="auto")
     p.add_argument("--subset", type=int, default=None)
@@ -89,6 +99,39 @@ def register(subparsers: Any) -> None:
     tuned.add_argument("--max-widen", type=int, default=2,
                        help="grid points added per side while the best lr is at an edge (default 2)")
     p.set_defaults(func=run)
+
+
+#: The optional extra that provides each database driver module a ``--storage`` URL may need.
+STORAGE_EXTRAS: dict[str, str] = {"psycopg2": "postgres"}
+
+
+def storage_error(url: str) -> str | None:
+    """One line saying why ``--storage url`` cannot be used (unparseable URL, database driver not
+    installed), or None.  Checked before the data are loaded; the password is never echoed."""
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    except ImportError:
+        return None  # no optuna/SQLAlchemy: reported (with its extra) when the sweep imports it
+    scheme = url.partition("://")[0] if "://" in url else url[:0]
+    shown = f"{scheme}://..." if scheme else "(the URL)"
+    if url.startswith("postgresql://"):  # as the sweep does: psycopg2, not SQLAlchemy's default
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    try:
+        dialect = make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        detail = type(exc).__name__ if isinstance(exc, ArgumentError) else exc
+        return f"--storage {shown}: not a usable database URL ({detail})"
+    try:
+        load = getattr(dialect, "import_dbapi", None) or dialect.dbapi  # SQLAlchemy 2 / 1.4
+        load()
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0] or dialect.driver
+        extra = STORAGE_EXTRAS.get(module)
+        hint = f"pip install 'memoptim[{extra}]'" if extra else "install the package providing it"
+        return f"--storage {shown} needs the database driver {module!r}, which cannot be " \
+               f"imported: {hint}"
+    return None
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -128,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.tune_lr:
             return _run_protocol(args, optimizers, train_kwargs)
+        problem = storage_error(args.storage) if args.storage else None
+        if problem:
+            print(f"memoptim sweep: error: {problem}", file=sys.stderr)
+            return 1
         results = sweep(
             args.task,
             optimizers,

@@ -183,12 +183,24 @@ def sweep(
     # fresh SQLite file ("UNIQUE constraint failed: alembic_version"): serialise both.
     with _setup_lock(out), warnings.catch_warnings():  # heartbeat options are "experimental"
         warnings.simplefilter("ignore")
-        rdb = RDBStorage(
-            url,
-            heartbeat_interval=60,
-            grace_period=180,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        if url.startswith("postgresql://"):  # psycopg2 (memoptim[postgres]), whatever the
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # SQLAlchemy default
+        try:
+            rdb = RDBStorage(
+                url,
+                heartbeat_interval=60,
+                grace_period=180,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except ImportError as exc:  # Optuna re-raises SQLAlchemy's driver import as ImportError
+            cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+            driver = (getattr(cause, "name", None) or "").split(".")[0] or None
+            scheme = url.partition("://")[0]
+            raise ModuleNotFoundError(
+                f"storage URL {scheme}://...: the database driver "
+                f"{driver or '(unknown)'!r} cannot be imported ({cause})",
+                name=driver,
+            ) from exc
     kwargs = dict(train_kwargs or {})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # the task (data, tensors) is built once and shared by every trial of this process
