@@ -230,9 +230,11 @@ def train(
             it an existing checkpoint is an error, so that no finished work is overwritten.
         batch_size: default: the task's (32 images, 20 sequences for the LM).
         schedule: ``auto`` | ``step`` | ``constant`` (see module doc).
-        subset / eval_subset: use only part of the training / evaluation data (see the task
-            builders), for quick runs; recorded in the configuration.
-        data_root / verify_data: dataset directory override / checksum verification.
+        subset: use only part of the training data (see the task builders), for quick runs;
+            recorded in the configuration.
+        eval_subset: likewise for the evaluation data.
+        data_root: dataset directory override.
+        verify_data: verify the dataset checksums.
         progress: show the progress of every epoch (:class:`memoptim.progress.Progress`: a tqdm
             bar in a terminal, one line per epoch on stderr otherwise).
         tensorboard: also log scalars to ``out_dir/tensorboard`` (needs the tensorboard package;
