@@ -151,3 +151,39 @@ def test_tuned_protocol_rejects_params_it_cannot_honour(tiny_data, capsys, param
                    "--no-verify")
     assert code == 2 and message in capsys.readouterr().err
     assert not (tiny_data / "p" / "fashion-mnist").exists()  # nothing trained
+
+
+def test_a_run_killed_while_writing_its_checkpoint_keeps_the_last_good_one(tiny_data, monkeypatch):
+    # Checkpoints are written to a temporary file and renamed: a kill in the middle of the write
+    # (simulated by a crash of torch.save after half the bytes) leaves the previous one intact.
+    import torch
+
+    from memoptim.experiments import train as train_module
+
+    out = tiny_data / "run"
+    argv = ["train", "--task", "fashion-mnist", "--optimizer", "adam+cm", "--epochs", "2", "--out", str(out),
+            "--no-verify", "--no-progress", "--batch-size", "30"]
+    assert run_cli(*argv) == 0
+    good = (out / "checkpoint.pt").read_bytes()
+    (out / "summary.json").unlink()  # pretend the second epoch is being rewritten
+    real_save = torch.save
+
+    def killed(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(len(good) // 2)
+        raise KeyboardInterrupt  # the process dies before the rename
+
+    monkeypatch.setattr(train_module.torch, "save", killed)
+    with open(out / "metrics.jsonl") as f:
+        lines = f.readlines()
+    (out / "metrics.jsonl").write_text("".join(lines[:1]))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["unit"], ckpt["finished"] = 1, False  # resume at the second epoch
+    ckpt["history"] = ckpt["history"][:1]
+    real_save(ckpt, out / "checkpoint.pt")
+    good = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(*argv, "--resume")
+    assert (out / "checkpoint.pt").read_bytes() == good  # the last good checkpoint survived
+    monkeypatch.setattr(train_module.torch, "save", real_save)
+    assert run_cli(*argv, "--resume") == 0  # and the run completes from it
