@@ -97,15 +97,23 @@ def fig6_jobs(s: Settings) -> dict[str, Job]:
     return {k: (k, hp[k]) for k in ("adam", "adam+sam", "adam+cg", "adam+cm")}
 
 
-def fig6(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, Any]:
-    """Fig. 6: ``ratio[slot][s]`` (all coordinates escape) and ``coordinate_ratio[slot][s]``."""
+def _escape_runs(s: Settings, jobs: dict[str, Job], progress: bool, dim: int,
+                 sharpness: tuple[float, ...], desc: str) -> dict[str, Any]:
+    """Run ``jobs`` on ``f_s`` in ``dim`` dimensions from ``s.escape_points`` uniform starts in
+    ``[-5, 5]^dim`` (``Generator().manual_seed(0)``), each start once per sharpness value."""
     g = torch.Generator().manual_seed(0)
-    pts = -5 + 10 * torch.rand(s.escape_points, 10, generator=g, dtype=DTYPE)
-    x0 = pts.repeat(len(s.sharpness_10d), 1)
-    sv = torch.tensor(s.sharpness_10d, dtype=DTYPE).repeat_interleave(s.escape_points)
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 6 (10-D escape)", enabled=progress)
+    pts = -5 + 10 * torch.rand(s.escape_points, dim, generator=g, dtype=DTYPE)
+    x0 = pts.repeat(len(sharpness), 1)
+    sv = torch.tensor(sharpness, dtype=DTYPE).repeat_interleave(s.escape_points)
+    bar = Progress(unique_jobs(jobs) * s.steps, desc, enabled=progress)
     runs = run_jobs(partial(sharp_flat, s=sv), x0, jobs, s, bar)
     bar.close()
+    return runs
+
+
+def fig6(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, Any]:
+    """Fig. 6: ``ratio[slot][s]`` (all coordinates escape) and ``coordinate_ratio[slot][s]``."""
+    runs = _escape_runs(s, jobs, progress, 10, s.sharpness_10d, "Fig. 6 (10-D escape)")
     ratio: dict[str, dict[str, float]] = {}
     coord: dict[str, dict[str, float]] = {}
     for k, r in runs.items():
@@ -133,13 +141,7 @@ def fig7_jobs(s: Settings, cg_sizes: tuple[int, ...] | None = None) -> dict[str,
 
 def fig7(s: Settings, jobs: dict[str, Job], progress: bool) -> dict[str, dict[str, dict[str, float]]]:
     """Fig. 7: ``ratio[name][C][s]``, the escape ratio of slot ``"<name> C=<C>"``."""
-    g = torch.Generator().manual_seed(0)
-    pts = -5 + 10 * torch.rand(s.escape_points, 1, generator=g, dtype=DTYPE)
-    x0 = pts.repeat(len(s.sharpness_1d), 1)
-    sv = torch.tensor(s.sharpness_1d, dtype=DTYPE).repeat_interleave(s.escape_points)
-    bar = Progress(unique_jobs(jobs) * s.steps, "Fig. 7 (1-D escape)", enabled=progress)
-    runs = run_jobs(partial(sharp_flat, s=sv), x0, jobs, s, bar)
-    bar.close()
+    runs = _escape_runs(s, jobs, progress, 1, s.sharpness_1d, "Fig. 7 (1-D escape)")
     ratio: dict[str, dict[str, dict[str, float]]] = {}
     for slot, r in runs.items():
         name, _, C = slot.partition(" C=")
