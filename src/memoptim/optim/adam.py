@@ -119,6 +119,12 @@ class _AdamMemory(MemoryOptimizer):
         super()._validate_group(group)
         validate_adam_group(group)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for name, value in self._rule_options.items():
+                group.setdefault(name, value)
+
     def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
         return type(self)._rule
 
@@ -173,11 +179,6 @@ class AdamCM(_AdamMemory):
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
         V.check_choice("second_moment", group["second_moment"], V.SECOND_MOMENTS)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("second_moment", "aggregate")
 
     def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
         return F.adam_cm_vg if group["second_moment"] == "gradient" else F.adam_cm

@@ -37,7 +37,7 @@ MEMORY_OPTIONS: dict[str, Any] = {
 }
 
 #: Group keys that older state dicts may lack (filled from the defaults on load).
-_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype", "second_moment", *MEMORY_OPTIONS})
+_OPTIONAL_KEYS = frozenset({"memory", "fused", "foreach", "buffer_dtype", *MEMORY_OPTIONS})
 #: Keys that ``torch.optim.Optimizer`` itself adds to ``defaults`` (its ``__setstate__``, run by
 #: ``copy.deepcopy`` and by wrappers such as Accelerate's, sets ``differentiable``): they are not
 #: ours, and a state dict need not carry them.
@@ -88,8 +88,8 @@ class BaseOptimizer(Optimizer):
             )
         saved_groups = state_dict.get("param_groups", [])
         for i, saved in enumerate(saved_groups):
-            missing = sorted(k for k in self.defaults
-                             if k not in saved and k not in _OPTIONAL_KEYS and k not in _TORCH_MANAGED_KEYS)
+            optional = _OPTIONAL_KEYS | _TORCH_MANAGED_KEYS | set(getattr(self, "_rule_options", ()))
+            missing = sorted(k for k in self.defaults if k not in saved and k not in optional)
             if missing:
                 raise ValueError(
                     f"param group {i} of the state dict lacks {', '.join(missing)}: it was not "
