@@ -1,9 +1,10 @@
 """Sweeps on a PostgreSQL storage: concurrent workers share one sweep, an interrupted sweep
 resumes, and a missing database driver is one clear line.
 
-The PostgreSQL tests start a throwaway server (Debian's ``/usr/lib/postgresql/*/bin``) on a free
-127.0.0.1 port; as root it runs as the ``postgres`` user (``initdb`` refuses root).  Without the
-binaries, the driver (``memoptim[postgres]``) or the permissions, they are skipped.
+The PostgreSQL tests start a throwaway server (``pg_ctl`` on PATH, else the newest version of
+Debian's package layout) on a free 127.0.0.1 port; as root it runs as the ``postgres`` user
+(``initdb`` refuses root).  Without the binaries, the driver (``memoptim[postgres]``) or the
+permissions, they are skipped.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from memoptim.experiments import train as train_module
 
 
 def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if found:
-        return Path(found[-1]).parent
     ctl = shutil.which("pg_ctl")
-    return Path(ctl).parent if ctl else None
+    if ctl:
+        return Path(ctl).parent
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))  # Debian keeps them off PATH
+    return Path(found[-1]).parent if found else None
 
 
 def _free_port() -> int:
