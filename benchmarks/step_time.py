@@ -28,6 +28,7 @@ gradients): what the deferred offer gains, measured in the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -112,7 +113,36 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
                if isinstance(v, torch.Tensor))
 
 
+#: row label -> (its parameters, its optimizer)
+Runs = dict[str, tuple[list[torch.Tensor], torch.optim.Optimizer]]
+
+
 def main() -> None:
+    """Run the benchmark and print its table (see the module doc)."""
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    shapes = resnet_like_shapes(args.scale)
+    n = sum(torch.Size(s).numel() for s in shapes)
+    print(f"{len(shapes)} tensors, {n / 1e6:.2f}M float32 parameters, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+
+    names = row_names(args.buffer_sizes, args.only)
+    runs: Runs = {}
+    for label in names:
+        base, _, c = label.partition(" C=")
+        params = make_params(shapes, torch.float32)
+        runs[label] = (params, build(base, params, int(c) if c else 5, args.decay))
+    step = stepper(runs, shapes, args.keys)
+    warm_up(names, step, args.warmup)
+    before = {x: replacements(runs[x][1]) for x in names}
+    times = time_rounds(names, step, args.rounds, args.steps)
+    print_table(args, names, runs, times, before, n)
+    print_buffer_size_ratios(args.buffer_sizes, times)
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="parameter count multiplier")
     ap.add_argument("--buffer-sizes", type=int, nargs="+", default=[5, 20])
@@ -128,58 +158,68 @@ def main() -> None:
     ap.add_argument("--decay", type=float, default=0.7,
                     help="key decay of the memory optimizers; with --keys constant, 1.0 gives ties, "
                     "so no replacement at all (the best case)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
-    shapes = resnet_like_shapes(args.scale)
-    n = sum(torch.Size(s).numel() for s in shapes)
-    print(f"{len(shapes)} tensors, {n / 1e6:.2f}M float32 parameters, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
 
+def row_names(buffer_sizes: list[int], only: list[str] | None) -> list[str]:
+    """The table's rows: the torch.optim counterparts, each memoptim optimizer at each buffer size
+    (plain and fused), the A/B rows at the first buffer size, AdaMomentum; filtered by ``only``."""
     names = [x for v in COUNTERPARTS.values() for x in v]
-    for c in args.buffer_sizes:
+    for c in buffer_sizes:
         names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG") for v in ("", " fused")]
-    c0 = args.buffer_sizes[0]
+    c0 = buffer_sizes[0]
     names += [f"AdamCM foreach=False C={c0}", f"AdamCM fused two-pass C={c0}", "AdaMomentum",
               "AdaMomentum fused"]
-    if args.only:
-        names = [x for x in names if any(x.startswith(o) for o in args.only)]
+    if only:
+        names = [x for x in names if any(x.startswith(o) for o in only)]
+    return names
 
-    runs = {}
-    for label in names:
-        base, _, c = label.partition(" C=")
-        params = make_params(shapes, torch.float32)
-        runs[label] = (params, build(base, params, int(c) if c else 5, args.decay))
 
+def stepper(runs: Runs, shapes: list[tuple[int, ...]], keys: str) -> Callable[[str, int], None]:
+    """``step(label, k)``: one step of row ``label``'s optimizer with the gradients of step ``k``
+    (the same random directions at four norms, cycled; ``keys="constant"``: always the first)."""
     g = torch.Generator().manual_seed(1)
     base = [torch.randn(s, generator=g) for s in shapes]
     grads = [[b * (0.5 + k) for b in base] for k in range(4)]
 
-    def one(label: str, k: int) -> None:
+    def step(label: str, k: int) -> None:
         params, opt = runs[label]
-        for p, gr in zip(params, grads[0 if args.keys == "constant" else k % 4]):
+        for p, gr in zip(params, grads[0 if keys == "constant" else k % 4]):
             p.grad = gr
         opt.step()
 
-    for label in names:  # warm-up: compile (fused), fill buffers, first-touch allocations
+    return step
+
+
+def warm_up(names: list[str], step: Callable[[str, int], None], warmup: int) -> None:
+    """Untimed steps of every row: compile (fused), fill buffers, first-touch allocations."""
+    for label in names:
         t0 = time.perf_counter()
-        for k in range(args.warmup):
-            one(label, k)
+        for k in range(warmup):
+            step(label, k)
         if "fused" in label and "torch" not in label:
             print(f"  warm-up of {label} (includes any kernel build): {time.perf_counter() - t0:.1f} s")
 
-    times: dict[str, list[list[float]]] = {x: [] for x in names}  # per round
-    before = {x: replacements(runs[x][1]) for x in names}
-    for _ in range(args.rounds):
+
+def time_rounds(names: list[str], step: Callable[[str, int], None], rounds: int, steps: int
+                ) -> dict[str, list[list[float]]]:
+    """Seconds of each timed step, per row and round (the rows interleaved in every round)."""
+    times: dict[str, list[list[float]]] = {x: [] for x in names}
+    for _ in range(rounds):
         for label in names:
             times[label].append([])
-            for k in range(args.steps):
+            for k in range(steps):
                 t0 = time.perf_counter()
-                one(label, k)
+                step(label, k)
                 times[label][-1].append(time.perf_counter() - t0)
-    timed = args.rounds * args.steps
+    return times
 
+
+def print_table(args: argparse.Namespace, names: list[str], runs: Runs, times: dict[str, list[list[float]]],
+                before: dict[str, int], n: int) -> None:
+    """The table: per row, median ms/step, the paired ratio to the fastest torch.optim counterpart
+    (range over rounds), the replacement rate, state bytes per parameter and its bound."""
+    timed = args.rounds * args.steps
     med = {x: statistics.median(t for r in v for t in r) * 1e3 for x, v in times.items()}
     print(f"\nmedian of {timed} timed steps each ({args.rounds} rounds); gradient scales: {args.keys}; "
           f"key decay {args.decay}; ratio: median over rounds of the paired ratio (range)")
@@ -202,11 +242,15 @@ def main() -> None:
         rep = f"{rate:.0%}" if rate is not None else ""
         print(f"{label:<28}{med[label]:>9.2f}{ratio:>8}{span:>12}  {ref or '':<26}{rep:>7}{sb:>15.1f}"
               f"{bound:>7}")
-    for c1, c2 in zip(args.buffer_sizes, args.buffer_sizes[1:]):
+
+
+def print_buffer_size_ratios(buffer_sizes: list[int], times: dict[str, list[list[float]]]) -> None:
+    """Per memoptim optimizer, its step time at each buffer size over that at the previous one."""
+    for c1, c2 in itertools.pairwise(buffer_sizes):
         for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG", "AdamCM fused", "AdamCG fused", "SGDCM fused",
                   "SGDCG fused"):
             a, b = f"{m} C={c1}", f"{m} C={c2}"
-            if a in med and b in med:
+            if a in times and b in times:
                 paired = paired_ratios(times[b], times[a])
                 print(f"{m}: C={c2} / C={c1} step time = {statistics.median(paired):.2f} "
                       f"(rounds {min(paired):.2f}-{max(paired):.2f})")

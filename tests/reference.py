@@ -2,9 +2,10 @@ r"""Slow, obviously-correct reference implementations, written straight from the
 
 Source: the project's semantics document ``docs/semantics.md`` (the normative update rules
 as this project implements them) and the paper's equations (critical momenta, TMLR 2024:
-eqs. 3-8 and 10, Algorithm 1).  This module deliberately does **not** import
-:mod:`memoptim`: it is the independent yardstick the equivalence tests hold the library
-against.
+eqs. 3-8 and 10, Algorithm 1); Lion from Chen et al. 2023, "Symbolic Discovery of
+Optimization Algorithms" (with decoupled weight decay).  This module deliberately does
+**not** import :mod:`memoptim`: it is the independent yardstick the equivalence tests hold
+the library against.
 
 Design rules (chosen for auditability, not speed):
 
@@ -31,12 +32,19 @@ Spec clauses implemented (quoted loosely):
   ``policy="random"`` replaces slot ``j`` with probability ``replace_prob``, ``(u, j)``
   drawn from a generator seeded with ``policy_seed * 1_000_003 + t`` (:func:`random_draw`);
   then multiply every stored key by ``decay`` (also a key inserted this step);
-* ``first_step="seed"`` (the authors' critical-momenta code; AdamCM and SGDCM only, a
-  no-op for the critical-gradient rules): a tensor's first step only counts the step,
-  applies AdamCM's decoupled weight decay, and offers the (maximize'd, L2-decayed)
-  gradient to the buffer; the moments / the momentum buffer are not touched;
+* ``first_step="seed"`` (the authors' critical-momenta code; AdamCM, SGDCM and LionCM
+  only, a no-op for the critical-gradient rules): a tensor's first step only counts the
+  step, applies the decoupled weight decay of AdamCM / LionCM, and offers the (maximize'd,
+  L2-decayed) gradient to the buffer; the moments / the momentum buffer are not touched;
 * AdamCM ``second_moment="aggregate"`` (default, ``v`` tracks ``aggr(m, B)^2``) or
   ``"gradient"`` (``v`` tracks ``g^2`` as in Adam);
+* Lion: the step direction is the sign (``sign(0) = 0``) of the interpolation
+  ``c = b1 m + (1 - b1) g``, ``theta <- theta - lr (sign(c) + wd theta)`` (decoupled weight
+  decay), then ``m = b2 m + (1 - b2) g``; ``lr >= 0``, ``wd >= 0`` and both betas in
+  ``[0, 1)`` are enforced;
+* LionCG: ``g`` replaced by ``aggr(g, B)`` in both ``c`` and ``m``, then offer ``g``;
+  LionCM: the buffer holds ``c`` (what ``m_t`` is for AdamCM), the step is
+  ``sign(aggr(c, B))``, ``m`` tracks the plain ``g``, then offer ``c``;
 * memory switched off (``memory=False``, ``group["memory"] = False`` or
   :meth:`disable_memory`): the buffer is dropped and behaves as empty forever.
 """
@@ -60,6 +68,9 @@ __all__ = [
     "RefAdamCG",
     "RefAdamCM",
     "RefBuffer",
+    "RefLion",
+    "RefLionCG",
+    "RefLionCM",
     "RefSAM",
     "RefSGDCG",
     "RefSGDCM",
@@ -522,6 +533,110 @@ class RefSGDCG(_RefSGDBase):
         return new_p
 
 
+# --------------------------------------------------------------------------- Lion family
+_LION_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-4,
+    "betas": (0.9, 0.99),
+    "weight_decay": 0.0,
+    "maximize": False,
+}
+
+
+def _validate_lion(settings: dict[str, Any]) -> None:
+    """Lion's ranges: ``lr >= 0``, ``weight_decay >= 0``, both betas in ``[0, 1)``."""
+    if not settings["lr"] >= 0.0:  # also refuses NaN
+        raise ValueError(f"lr must be >= 0, got {settings['lr']!r}")
+    if not settings["weight_decay"] >= 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {settings['weight_decay']!r}")
+    betas = settings["betas"]
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+
+
+class _RefLionBase(_Reference):
+    def __init__(self, groups: Sequence[dict[str, Any]] | Sequence[Tensor], **hyper: Any):
+        super().__init__(groups, **hyper)
+        for settings in self.groups:
+            _validate_lion(settings)
+
+    def _init_state(self, state: dict[str, Any], p: Tensor) -> None:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p)
+
+    @staticmethod
+    def _lion_step(group: dict[str, Any], p: Tensor, direction: Tensor) -> Tensor:
+        """``theta - lr * (sign(direction) + wd * theta)`` (``torch.sign``: ``sign(0) = 0``)."""
+        return p - group["lr"] * (torch.sign(direction) + group["weight_decay"] * p)
+
+
+class RefLion(_RefLionBase):
+    """Lion (Chen et al. 2023, decoupled weight decay)::
+
+        c = b1 m + (1 - b1) g;  theta <- theta - lr (sign(c) + wd theta);  m = b2 m + (1 - b2) g
+    """
+
+    defaults = _LION_DEFAULTS
+
+    def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
+        beta1, beta2 = group["betas"]
+        g = self._direction(group, p, g, coupled=False)
+        m = state["exp_avg"]
+        c = beta1 * m + (1 - beta1) * g
+        new_p = self._lion_step(group, p, c)
+        state["exp_avg"] = beta2 * m + (1 - beta2) * g
+        return new_p
+
+
+class RefLionCG(_RefLionBase):
+    """Lion+CG::
+
+        ghat = aggr(g, B);  c = b1 m + (1 - b1) ghat;  theta <- theta - lr (sign(c) + wd theta)
+        m = b2 m + (1 - b2) ghat;  offer (key, g)
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {**_LION_DEFAULTS, **_MEMORY_DEFAULTS}
+    uses_memory = True
+
+    def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
+        beta1, beta2 = group["betas"]
+        g = self._direction(group, p, g, coupled=False)
+        ghat = _aggr(buf, g, group)  # first_step="seed" changes nothing here (step 1 is a step)
+        m = state["exp_avg"]
+        c = beta1 * m + (1 - beta1) * ghat
+        new_p = self._lion_step(group, p, c)
+        state["exp_avg"] = beta2 * m + (1 - beta2) * ghat
+        _offer(buf, key, g, group, state["step"])
+        return new_p
+
+
+class RefLionCM(_RefLionBase):
+    """Lion+CM (the buffer holds the interpolation ``c``, Lion's counterpart of Adam+CM's m_t)::
+
+        c = b1 m + (1 - b1) g;  theta <- theta - lr (sign(aggr(c, B)) + wd theta)
+        m = b2 m + (1 - b2) g;  offer (key, c)
+
+    ``first_step="seed"``: at t = 1 only ``theta <- theta - lr wd theta`` and offer (key, g_1);
+    m stays zero.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {**_LION_DEFAULTS, **_MEMORY_DEFAULTS}
+    uses_memory = True
+
+    def _update(self, group, state, p, g, buf, key):  # type: ignore[no-untyped-def]
+        beta1, beta2 = group["betas"]
+        g = self._direction(group, p, g, coupled=False)
+        if _seeding(group, state):
+            p = p - group["lr"] * group["weight_decay"] * p
+            _offer(buf, key, g, group, state["step"])
+            return p
+        m = state["exp_avg"]
+        c = beta1 * m + (1 - beta1) * g
+        new_p = self._lion_step(group, p, _aggr(buf, c, group))
+        state["exp_avg"] = beta2 * m + (1 - beta2) * g
+        _offer(buf, key, c, group, state["step"])
+        return new_p
+
+
 # --------------------------------------------------------------------------- SAM
 GradFn = Callable[[list[list[Tensor]]], tuple[float, list[list[Tensor | None]]]]
 
@@ -589,6 +704,9 @@ REFERENCES: dict[str, type[_Reference]] = {
     "SGDCM": RefSGDCM,
     "SGDCG": RefSGDCG,
     "AdaMomentum": RefAdaMomentum,
+    "Lion": RefLion,
+    "LionCG": RefLionCG,
+    "LionCM": RefLionCM,
 }
 
 

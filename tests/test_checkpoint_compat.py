@@ -16,7 +16,7 @@ import torch
 import memoptim
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import make_checkpoints as M  # noqa: E402
+import make_checkpoints as M
 
 RECORDED = torch.load(M.PATH, weights_only=False)
 

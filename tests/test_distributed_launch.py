@@ -12,7 +12,7 @@ import torch.distributed as dist
 from memoptim import SAM, SGDCM, AdamCM
 from memoptim.buffer import STATE_KEYS, CriticalBuffer
 from memoptim.distributed import abs_max, enable_dtensor_buffers, init_buffer_state, launch, priority_keys
-from memoptim.optim import base
+from memoptim.optim import keys
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -31,7 +31,7 @@ def _hangs(rank, world):
 
 
 def _keys_worker(rank, world):
-    # With a process group up, _keys goes through memoptim.distributed.priority_keys; for plain
+    # With a process group up, _keys takes the distributed branch of priority_keys; for plain
     # (unsharded) tensors it must give the single-process keys bit for bit.
     assert dist.is_initialized()
     torch.manual_seed(0)
@@ -43,7 +43,7 @@ def _keys_worker(rank, world):
             opt = AdamCM(params, priority=priority, foreach=foreach)
             group = opt.param_groups[0]
             grads = [p.grad for p in params]
-            with mock.patch.object(base, "_distributed", lambda: False):
+            with mock.patch.object(keys, "is_distributed", lambda: False):
                 single = opt._keys(group, grads, foreach)
             distributed = opt._keys(group, grads, foreach)
             assert torch.equal(distributed, single), (priority, foreach, distributed, single)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from memoptim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
 from memoptim.buffer import CriticalBuffer
 from memoptim.distributed import enable_dtensor_buffers, launch
-from memoptim.optim import base, native
+from memoptim.optim import keys, native
 from test_native import _counting
 
 pytestmark = [
@@ -63,7 +63,7 @@ def _batches(steps, n=8, out=2):
 
 def _single_process():
     """Run the reference through the optimizers' single-process code path (no memoptim.distributed)."""
-    return mock.patch.object(base, "_distributed", lambda: False)
+    return mock.patch.object(keys, "is_distributed", lambda: False)
 
 
 def _local(t, rank, world):
@@ -135,7 +135,8 @@ def _ddp_worker(rank, world):
         ddp = DDP(_model())
         ref_opt = _build(name, ref.parameters(), priority)
         opt = _build(name, ddp.parameters(), priority, fused)
-        rule = type(getattr(opt, "base_optimizer", opt))._rule.__name__
+        cls = type(getattr(opt, "base_optimizer", opt))
+        rule = native.KERNELS[(cls.rule, cls.memory_mode)]  # the name of its native kernel
         calls = {"n": 0}
         with mock.patch.object(native, rule, _counting(getattr(native, rule), calls)):
             for x, y in _batches(STEPS):

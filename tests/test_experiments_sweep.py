@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from memoptim.experiments import sweep as S
 from memoptim.experiments import train as train_module
+from memoptim.experiments.paper import TABLE8_PARAMS
 
 
 def test_grids():
@@ -18,10 +20,16 @@ def test_grids():
     cpu = S.grid_for("adam+cm", "cpu")
     assert cpu == {"lr": [0.001, 0.0001], "beta2": [0.999], "buffer_size": [5], "decay": [0.7]}
     assert S.grid_for("sgd", "cpu") == {"lr": [0.1, 0.01], "momentum": [0.9]}
-    for opt in S.ALL_OPTIMIZERS:  # every grid value is accepted by the optimizer
-        assert set(S.grid_for(opt, "cpu")) <= set(train_module.HYPERPARAMETERS)
-    with pytest.raises(ValueError):
-        S.grid_for("lion")
+    assert S.grid_for("lion+cm", "cpu") == {"lr": [0.0001, 0.00001], "beta2": [0.99], "buffer_size": [5],
+                                            "decay": [0.7]}
+    for opt in TABLE8_PARAMS:  # every registered optimizer's grids build it (the registry's names)
+        for grid in ("cpu", "paper"):
+            space = S.grid_for(opt, grid)
+            assert set(space) <= set(train_module.HYPERPARAMETERS)
+            point = {k: v[0] for k, v in space.items()}
+            train_module.build_optimizer(opt, [torch.zeros(2, requires_grad=True)], point)
+    with pytest.raises(ValueError, match="no grid"):
+        S.grid_for("nadam")
     assert S.hp_slug({"lr": 0.001, "beta2": 0.999}) == "beta2=0.999,lr=0.001"
 
 

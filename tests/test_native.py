@@ -12,7 +12,7 @@ from hypothesis import given, settings
 
 import memoptim
 from memoptim.optim import native
-from memoptim.optim.base import is_native, select_kernel
+from memoptim.optim.backends import is_native, select_kernel
 from test_equivalence import (
     ADAM_CONFIGS,
     ADAM_OVERRIDES,

@@ -324,11 +324,12 @@ def test_sparse_gradient_is_a_clear_error(cls):
 def test_create_optimizer_knows_every_spec_name_and_lists_them_on_error():
     names = ["adam", "adamw", "sgd", "adam+cg", "adam+cm", "sgd+cg", "sgd+cm", "adam+sam",
              "adam+sam+cm", "adamomentum"]
-    from memoptim.registry import LABELS
+    from memoptim.registry import LABELS, REGISTRY
 
     ablations = ["adam+cm-nomem", "adam+cm-vg", "adam+cm-random", "adam+cm-authors", "adam+cg-authors",
-                 "sgd+cm-authors", "sgd+cg-authors"]
+                 "sgd+cm-authors", "sgd+cg-authors", "lion", "lion+cg", "lion+cm"]
     assert memoptim.available_optimizers() == names + ablations  # the paper's first, in its order
+    assert [n for n, e in REGISTRY.items() if e.paper] == [n for n in names if n != "adamw"]
     assert list(LABELS) == names + ablations  # one display label per name, the single source
     for name in names + ablations:
         opt = create_optimizer(name, [torch.randn(2, requires_grad=True)], lr=1e-3)

@@ -61,13 +61,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from memoptim.policy import POLICIES, choose_slots, replacement_draw
+
 __all__ = ["AGGREGATIONS", "PENDING_KEYS", "POLICIES", "RESYNC_INTERVAL", "CriticalBuffer", "aggregate",
            "offer", "replacement_draw"]
 
 #: Divisors of the buffer sum in the aggregate: the capacity (ours) or the filled slots (the authors').
 AGGREGATIONS = ("capacity", "filled")
-#: Who decides replacements in a full buffer: the gradient-norm key, or a seeded random draw.
-POLICIES = ("norm", "random")
 
 #: Steps between exact recomputations of the running sum (see :meth:`CriticalBuffer.resync`).
 RESYNC_INTERVAL = 256
@@ -136,18 +136,20 @@ class CriticalBuffer:
         buffer_dtype: torch.dtype | None = None,
     ) -> None:
         """Create an empty buffer of ``capacity`` slots shaped like ``like`` in ``state``."""
-        if _is_dtensor(like):  # sharded parameter (FSDP2): shard the buffer like it
-            from memoptim.distributed import init_buffer_state
-
-            init_buffer_state(state, like, capacity, buffer_dtype)
-            return
         vdtype = buffer_dtype or like.dtype
         kdtype = key_dtype(like.dtype)
         state[_KEYS] = torch.full((capacity,), -math.inf, dtype=kdtype, device=like.device)
-        state[_VALUES] = torch.zeros(
-            (capacity, *like.shape), dtype=vdtype, device=like.device
-        )
-        state[_SUM] = torch.zeros(like.shape, dtype=key_dtype(vdtype), device=like.device)
+        if _is_dtensor(like):
+            # A sharded parameter (FSDP2): the values and the running sum are DTensors on its
+            # mesh, each rank storing the slice of its own shard.  Stacking C sharded zeros lets
+            # DTensor place the new leading dimension (Shard(d) becomes Shard(d + 1), also for
+            # strided and uneven shards); the keys and the count stay plain, equal on all ranks.
+            zero = torch.zeros_like(like, dtype=vdtype)
+            state[_VALUES] = torch.stack([zero] * capacity)
+            state[_SUM] = torch.zeros_like(like, dtype=key_dtype(vdtype))
+        else:
+            state[_VALUES] = torch.zeros((capacity, *like.shape), dtype=vdtype, device=like.device)
+            state[_SUM] = torch.zeros(like.shape, dtype=key_dtype(vdtype), device=like.device)
         state[_REPL] = torch.zeros((), dtype=torch.int64, device=like.device)
 
     @staticmethod
@@ -246,21 +248,6 @@ class CriticalBuffer:
         torch.sum(_local(self.values), dim=0, dtype=self.total.dtype, out=_local(self.total))
 
 
-def replacement_draw(policy_seed: int, step: int, capacity: int, replace_prob: float) -> tuple[bool, int]:
-    r"""The random policy's decision for the offer of a tensor's ``step`` (1-based): ``(accept, slot)``.
-
-    A pure function of ``(policy_seed, step)``, so runs are reproducible and resume exactly
-    without any generator state: with ``gen = torch.Generator().manual_seed(policy_seed *
-    1_000_003 + step)``, first :math:`u \sim U[0, 1)` (float64), then :math:`j \sim U\{0, ...,
-    C-1\}`; a full buffer stores the offer in slot :math:`j` iff :math:`u <` ``replace_prob``.
-    Tensors at the same step share the draw, so a group with shared keys stays one buffer.
-    """
-    gen = torch.Generator().manual_seed(policy_seed * 1_000_003 + step)
-    u = float(torch.rand((), generator=gen, dtype=torch.float64))
-    j = int(torch.randint(0, capacity, (), generator=gen))
-    return u < replace_prob, j
-
-
 def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: bool) -> list[Tensor]:
     r""":math:`\operatorname{aggr}(x_i, B_i) = x_i + \frac{1}{C}\sum B_i` for every tensor (eq. 6).
 
@@ -298,20 +285,8 @@ def offer(
         return
     stacked = torch.stack([b.keys for b in buffers])  # (N, C)
     keys = keys.to(stacked.dtype)
-    slot = stacked.argmin(dim=1, keepdim=True)  # first free slot, else the minimum key
-    if buffers[0].draw is not None:  # random policy: a drawn slot once full, kept w.p. replace_prob
-        # Host-side draws: on an accelerator their copy to the device waits for queued work, a
-        # cost of this ablation only (the default policy decides on the device).
-        drawn = torch.tensor([b.draw[0] for b in buffers]).to(stacked.device)
-        j = torch.tensor([[b.draw[1]] for b in buffers]).to(stacked.device)
-        free = torch.isneginf(stacked).any(dim=1)
-        slot = torch.where(free.unsqueeze(1), slot, j)
-        current = stacked.gather(1, slot).squeeze(1)
-        accept = torch.isfinite(keys) & (free | drawn)
-    else:
-        current = stacked.gather(1, slot).squeeze(1)
-        # A NaN key compares False; an infinite one is excluded explicitly.
-        accept = torch.isfinite(keys) & (keys > current)
+    draws = None if buffers[0].draw is None else [b.draw for b in buffers]
+    slot, current, accept = choose_slots(stacked, keys, draws)  # the buffer policy decides
     replaced = accept & torch.isfinite(current)
     stacked.scatter_(1, slot, torch.where(accept, keys, current).unsqueeze(1))
     stacked.mul_(decay)

@@ -1,18 +1,23 @@
-"""One registry mapping the paper's optimizer names to constructors.
+"""The registry: the one source of the optimizers' names, labels, families and search spaces.
 
 >>> from memoptim import create_optimizer
 >>> opt = create_optimizer("adam+cm", model.parameters(), lr=1e-4, buffer_size=5)  # doctest: +SKIP
+
+Every consumer reads it: :func:`create_optimizer` and the CLI (names), reports and plots
+(:data:`LABELS`), sweeps (:data:`FAMILIES`, :attr:`Entry.searched`, :attr:`Entry.fixed`), and
+the tests, which parametrise over it.  Adding an optimizer is one :data:`REGISTRY` line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from memoptim.optim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum
+from memoptim.optim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum, Lion, LionCG, LionCM
 
 
 def _preset(cls: type[Optimizer], **preset: Any) -> Callable[..., Optimizer]:
@@ -25,11 +30,6 @@ def _preset(cls: type[Optimizer], **preset: Any) -> Callable[..., Optimizer]:
     return build
 
 
-#: The authors' semantics (their public code): the aggregate divides by the filled slots and,
-#: for critical momenta, step 1 only seeds the buffer with g_1.
-AUTHORS = {"aggregation": "filled", "first_step": "seed"}
-
-
 def _sam_over(base: type[Optimizer]) -> Callable[..., Optimizer]:
     def build(params: Iterable[Any], **hp: Any) -> Optimizer:
         return SAM(params, base, **hp)
@@ -38,41 +38,97 @@ def _sam_over(base: type[Optimizer]) -> Callable[..., Optimizer]:
     return build
 
 
-#: name -> constructor ``f(params, **hyperparameters)``.
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "adam+cg": AdamCG,
-    "adam+cm": AdamCM,
-    "sgd+cg": SGDCG,
-    "sgd+cm": SGDCM,
-    "adam+sam": _sam_over(torch.optim.Adam),
-    "adam+sam+cm": _sam_over(AdamCM),
-    "adamomentum": AdaMomentum,
+#: The authors' semantics (their public code): the aggregate divides by the filled slots and,
+#: for critical momenta, step 1 only seeds the buffer with g_1.
+AUTHORS = {"aggregation": "filled", "first_step": "seed"}
+
+_ADAM_SEARCH = ("lr", "beta1", "beta2")
+_MEMORY_SEARCH = ("buffer_size", "decay")
+#: The paper's defaults (appendix A.2.2) held fixed while a CPU grid varies the learning rate.
+_ADAM_FIXED = {"beta2": 0.999}
+_MEMORY_FIXED = {"buffer_size": 5, "decay": 0.7}
+_SGD_FIXED = {"momentum": 0.9}
+_LION_FIXED = {"beta2": 0.99}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered optimizer.
+
+    Attributes:
+        build: ``build(params, **hyperparameters)`` returns the optimizer.
+        label: its display name in reports, plots and the CLI.
+        family: the base rule (``"adam"``, ``"sgd"``, ``"lion"``), which sets the learning-rate
+            grids of sweeps.
+        searched: the flat hyperparameters (:data:`memoptim.experiments.train.HYPERPARAMETERS`)
+            a search covers (the paper's Table 8 for its optimizers; the natural analogues for
+            the others).
+        fixed: the values a CPU sweep holds fixed (the paper's defaults).
+        paper: whether the paper compares it (else an ablation, a variant or an extension).
+    """
+
+    build: Callable[..., Optimizer]
+    label: str
+    family: str
+    searched: tuple[str, ...] = ("lr",)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    paper: bool = False
+
+
+#: name -> entry; the paper's optimizers first, in its order, then ablations and extensions.
+REGISTRY: dict[str, Entry] = {
+    "adam": Entry(torch.optim.Adam, "Adam", "adam", paper=True),
+    "adamw": Entry(torch.optim.AdamW, "AdamW", "adam"),
+    "sgd": Entry(torch.optim.SGD, "SGD", "sgd", fixed=_SGD_FIXED, paper=True),
+    "adam+cg": Entry(AdamCG, "Adam+CG", "adam", _ADAM_SEARCH + _MEMORY_SEARCH,
+                     {**_ADAM_FIXED, **_MEMORY_FIXED}, paper=True),
+    "adam+cm": Entry(AdamCM, "Adam+CM", "adam", _ADAM_SEARCH + _MEMORY_SEARCH,
+                     {**_ADAM_FIXED, **_MEMORY_FIXED}, paper=True),
+    "sgd+cg": Entry(SGDCG, "SGD+CG", "sgd", ("lr", *_MEMORY_SEARCH), {**_SGD_FIXED, **_MEMORY_FIXED},
+                    paper=True),
+    "sgd+cm": Entry(SGDCM, "SGD+CM", "sgd", ("lr", *_MEMORY_SEARCH), {**_SGD_FIXED, **_MEMORY_FIXED},
+                    paper=True),
+    "adam+sam": Entry(_sam_over(torch.optim.Adam), "Adam+SAM", "adam", (*_ADAM_SEARCH, "rho"),
+                      {**_ADAM_FIXED, "rho": 0.05}, paper=True),
+    "adam+sam+cm": Entry(_sam_over(AdamCM), "Adam+SAM+CM", "adam", (*_ADAM_SEARCH, *_MEMORY_SEARCH, "rho"),
+                         {**_ADAM_FIXED, **_MEMORY_FIXED, "rho": 0.05}, paper=True),
+    "adamomentum": Entry(AdaMomentum, "AdaMomentum", "adam", _ADAM_SEARCH, _ADAM_FIXED, paper=True),
     # ablations and the authors' semantics (see docs/semantics.md)
-    "adam+cm-nomem": _preset(AdamCM, memory=False),  # v from m only: no buffer ever
-    "adam+cm-vg": _preset(AdamCM, second_moment="gradient"),  # the buffer only: v from g
-    "adam+cm-random": _preset(AdamCM, policy="random"),  # random replacement, not the norm key
-    "adam+cm-authors": _preset(AdamCM, **AUTHORS),
-    "adam+cg-authors": _preset(AdamCG, **AUTHORS),
-    "sgd+cm-authors": _preset(SGDCM, **AUTHORS),
-    "sgd+cg-authors": _preset(SGDCG, **AUTHORS),
+    "adam+cm-nomem": Entry(_preset(AdamCM, memory=False), "Adam+CM, no buffer", "adam", _ADAM_SEARCH,
+                           _ADAM_FIXED),  # v from m only: no buffer ever
+    "adam+cm-vg": Entry(_preset(AdamCM, second_moment="gradient"), "Adam+CM, v from g", "adam",
+                        _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),  # the buffer only
+    "adam+cm-random": Entry(_preset(AdamCM, policy="random"), "Adam+CM, random replacement", "adam",
+                            _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
+    "adam+cm-authors": Entry(_preset(AdamCM, **AUTHORS), "Adam+CM (authors')", "adam",
+                             _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
+    "adam+cg-authors": Entry(_preset(AdamCG, **AUTHORS), "Adam+CG (authors')", "adam",
+                             _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
+    "sgd+cm-authors": Entry(_preset(SGDCM, **AUTHORS), "SGD+CM (authors')", "sgd", ("lr", *_MEMORY_SEARCH),
+                            {**_SGD_FIXED, **_MEMORY_FIXED}),
+    "sgd+cg-authors": Entry(_preset(SGDCG, **AUTHORS), "SGD+CG (authors')", "sgd", ("lr", *_MEMORY_SEARCH),
+                            {**_SGD_FIXED, **_MEMORY_FIXED}),
+    # Lion (Chen et al. 2023) and its memory-augmented forms
+    "lion": Entry(Lion, "Lion", "lion", _ADAM_SEARCH, _LION_FIXED),
+    "lion+cg": Entry(LionCG, "Lion+CG", "lion", _ADAM_SEARCH + _MEMORY_SEARCH,
+                     {**_LION_FIXED, **_MEMORY_FIXED}),
+    "lion+cm": Entry(LionCM, "Lion+CM", "lion", _ADAM_SEARCH + _MEMORY_SEARCH,
+                     {**_LION_FIXED, **_MEMORY_FIXED}),
 }
 
+#: name -> constructor ``f(params, **hyperparameters)``.
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {name: e.build for name, e in REGISTRY.items()}
 #: Display name of every registry name (plots, reports, the CLI).
-LABELS: dict[str, str] = {
-    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "adam+cg": "Adam+CG", "adam+cm": "Adam+CM",
-    "sgd+cg": "SGD+CG", "sgd+cm": "SGD+CM", "adam+sam": "Adam+SAM", "adam+sam+cm": "Adam+SAM+CM",
-    "adamomentum": "AdaMomentum", "adam+cm-nomem": "Adam+CM, no buffer",
-    "adam+cm-vg": "Adam+CM, v from g", "adam+cm-random": "Adam+CM, random replacement",
-    "adam+cm-authors": "Adam+CM (authors')", "adam+cg-authors": "Adam+CG (authors')",
-    "sgd+cm-authors": "SGD+CM (authors')", "sgd+cg-authors": "SGD+CG (authors')",
-}  # fmt: skip
+LABELS: dict[str, str] = {name: e.label for name, e in REGISTRY.items()}
+#: family -> its registry names, in registry order.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    fam: tuple(n for n, e in REGISTRY.items() if e.family == fam)
+    for fam in dict.fromkeys(e.family for e in REGISTRY.values())
+}
 
 
 def available_optimizers() -> list[str]:
-    """The registry's names: the paper's, in its order, then the ablations."""
+    """The registry's names: the paper's, in its order, then the ablations and extensions."""
     return list(OPTIMIZERS)
 
 

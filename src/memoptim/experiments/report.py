@@ -324,9 +324,26 @@ def build_report(
         best[task][opt] = best_group(gs)
 
     md: list[str] = ["# memoptim real-data benchmarks (CPU-scale analogue of the paper's section 5)", ""]
+    md += _overview(runs, unfinished)
+    md += _setup_section(runs)
+    md += verdict_section(runs, out, plots)
+    fm, lm = best.get("fashion-mnist", {}), best.get("brown-lm", {})
+    md += _table2(fm, lm)
+    md += _table3(fm)
+    md += _table4(best.get("split-fashion-mnist", {}), best.get("permuted-fashion-mnist", {}))
+    md += _configurations_section(best, grouped)
+    if plots:
+        md += _curves_section(best, out)
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+def _overview(runs: Sequence[Run], unfinished: Sequence[Path]) -> list[str]:
+    """Run counts and training time, how the values are computed, and the tasks' descriptions."""
     total_time = sum(float(r.summary.get("elapsed") or 0.0) for r in runs)
     diverged = sum(r.summary.get("status") == "diverged" for r in runs)
-    md += [
+    return [
         f"Runs: {len(runs)} finished ({diverged} diverged), {len(unfinished)} unfinished; "
         f"total training time {total_time / 3600:.2f} h (sum over runs).",
         "",
@@ -350,7 +367,11 @@ def build_report(
         "right after training on it.",
         "",
     ]
-    md += ["## Setup of the runs found", ""]
+
+
+def _setup_section(runs: Sequence[Run]) -> list[str]:
+    """Per task, the distinct settings (epochs, subsets, batch size, schedule) and seeds run."""
+    md = ["## Setup of the runs found", ""]
     setups: dict[str, set[str]] = defaultdict(set)
     for r in runs:
         c, res = r.config, r.summary.get("resolved", {})
@@ -365,12 +386,12 @@ def build_report(
         md.append(f"- {TASK_TITLES.get(task, task)}: {'; '.join(sorted(setups[task]))}; "
                   f"seeds {seeds}")  # fmt: skip
     md.append("")
-    md += verdict_section(runs, out, plots)
-    fm, lm = best.get("fashion-mnist", {}), best.get("brown-lm", {})
-    st_split, st_perm = best.get("split-fashion-mnist", {}), best.get("permuted-fashion-mnist", {})
+    return md
 
-    # ---- Table 2
-    md += ["## Table 2 analogue: Adam family, language modelling and image classification", ""]
+
+def _table2(fm: Mapping[str, Group], lm: Mapping[str, Group]) -> list[str]:
+    """Table 2 analogue: the Adam family on Brown LM and Fashion-MNIST (best groups per optimizer)."""
+    md = ["## Table 2 analogue: Adam family, language modelling and image classification", ""]
     rows = []
     for opt in ADAM_FAMILY:
         if opt not in fm and opt not in lm:
@@ -388,56 +409,69 @@ def build_report(
         rows,
     )  # fmt: skip
     md.append("")
+    return md
 
-    # ---- Table 3
-    if any(o in fm for o in SGD_FAMILY):
-        sg = {o: fm[o] for o in SGD_FAMILY if o in fm}
-        sp = speedups(sg)
-        md += ["## Table 3 analogue: SGD family on Fashion-MNIST", ""]
-        if sp:
-            md.append(f"Speed-up target: {sp['target']:.2f}% validation accuracy (the lowest best "
-                      "value among SGD's seeds); epochs to reach it per seed in brackets.")  # fmt: skip
-            md.append("")
-        rows = []
-        for opt, g in sg.items():
-            s = sp.get(opt, {})
-            su = "n/a" if not s else (f"{s['speedup']:.2f}x" if s["speedup"] else
-                                      f"not reached ({s['reached']})")  # fmt: skip
-            eps = "" if not s else f" {s['epochs']}"
-            p3 = paper.TABLE3.get(opt, {})
-            rows.append([
-                NAMES[opt], _cell(g), su + eps, _paper(p3.get("CIFAR10")),
-                _paper(p3.get("CIFAR10 speed-up")), _paper(p3.get("CIFAR100")),
-                _paper(p3.get("CIFAR100 speed-up")),
-            ])  # fmt: skip
-        md += _table(
-            ["Optimizer", "Fashion-MNIST val acc %", "speed-up [epochs]", "paper CIFAR10",
-             "paper speed-up", "paper CIFAR100", "paper speed-up"],
-            rows,
-        )  # fmt: skip
+
+def _table3(fm: Mapping[str, Group]) -> list[str]:
+    """Table 3 analogue: the SGD family on Fashion-MNIST with speed-ups (empty if none ran)."""
+    if not any(o in fm for o in SGD_FAMILY):
+        return []
+    sg = {o: fm[o] for o in SGD_FAMILY if o in fm}
+    sp = speedups(sg)
+    md = ["## Table 3 analogue: SGD family on Fashion-MNIST", ""]
+    if sp:
+        md.append(f"Speed-up target: {sp['target']:.2f}% validation accuracy (the lowest best "
+                  "value among SGD's seeds); epochs to reach it per seed in brackets.")  # fmt: skip
         md.append("")
+    rows = []
+    for opt, g in sg.items():
+        s = sp.get(opt, {})
+        su = "n/a" if not s else (f"{s['speedup']:.2f}x" if s["speedup"] else
+                                  f"not reached ({s['reached']})")  # fmt: skip
+        eps = "" if not s else f" {s['epochs']}"
+        p3 = paper.TABLE3.get(opt, {})
+        rows.append([
+            NAMES[opt], _cell(g), su + eps, _paper(p3.get("CIFAR10")),
+            _paper(p3.get("CIFAR10 speed-up")), _paper(p3.get("CIFAR100")),
+            _paper(p3.get("CIFAR100 speed-up")),
+        ])  # fmt: skip
+    md += _table(
+        ["Optimizer", "Fashion-MNIST val acc %", "speed-up [epochs]", "paper CIFAR10",
+         "paper speed-up", "paper CIFAR100", "paper speed-up"],
+        rows,
+    )  # fmt: skip
+    md.append("")
+    return md
 
-    # ---- Table 4
-    if st_split or st_perm:
-        md += ["## Table 4 analogue: online learning (learning accuracy %)", ""]
-        rows = []
-        for opt in ADAM_FAMILY:
-            if opt not in st_split and opt not in st_perm:
-                continue
-            p4 = paper.TABLE4.get(opt, {})
-            rows.append([
-                NAMES[opt], _cell(st_split.get(opt)), _cell(st_perm.get(opt)),
-                _paper(p4.get("TinyImagenet")), _paper(p4.get("5-dataset")),
-            ])  # fmt: skip
-        md += _table(
-            ["Optimizer", "Split Fashion-MNIST", "Permuted Fashion-MNIST", "paper TinyImagenet",
-             "paper 5-dataset"],
-            rows,
-        )  # fmt: skip
-        md.append("")
 
-    # ---- best hyperparameters, all groups
-    md += ["## Best hyperparameters and all configurations", ""]
+def _table4(st_split: Mapping[str, Group], st_perm: Mapping[str, Group]) -> list[str]:
+    """Table 4 analogue: learning accuracy on the online streams (empty if none ran)."""
+    if not (st_split or st_perm):
+        return []
+    md = ["## Table 4 analogue: online learning (learning accuracy %)", ""]
+    rows = []
+    for opt in ADAM_FAMILY:
+        if opt not in st_split and opt not in st_perm:
+            continue
+        p4 = paper.TABLE4.get(opt, {})
+        rows.append([
+            NAMES[opt], _cell(st_split.get(opt)), _cell(st_perm.get(opt)),
+            _paper(p4.get("TinyImagenet")), _paper(p4.get("5-dataset")),
+        ])  # fmt: skip
+    md += _table(
+        ["Optimizer", "Split Fashion-MNIST", "Permuted Fashion-MNIST", "paper TinyImagenet",
+         "paper 5-dataset"],
+        rows,
+    )  # fmt: skip
+    md.append("")
+    return md
+
+
+def _configurations_section(
+    best: Mapping[str, Mapping[str, Group]], grouped: Mapping[tuple[str, str], list[Group]]
+) -> list[str]:
+    """Per task, every hyperparameter group of every optimizer, the chosen one marked."""
+    md = ["## Best hyperparameters and all configurations", ""]
     for task in sorted(best):
         md += [f"### {TASK_TITLES.get(task, task)}", ""]
         rows = []
@@ -449,28 +483,36 @@ def build_report(
                 rows.append([NAMES.get(opt, opt), g.hp, _cell(g, 2), vals, mark])
         md += _table(["Optimizer", "hyperparameters", "mean ± std", "per seed", ""], rows)
         md.append("")
+    return md
 
-    # ---- figures
-    if plots:
-        md += ["## Curves", ""]
-        for task, tb in sorted(best.items()):
-            key = "val_perplexity" if task == "brown-lm" else "val_accuracy"
-            name = f"curves_{task}.png"
-            if _plot_curves(tb, key, f"{TASK_TITLES.get(task, task)}: {key} (best configs)",
-                            out / name):  # fmt: skip
-                md += [f"![{task}]({name})", ""]
-            diag = [k for k in DIAGNOSTIC_KEYS if any(k in h for g in tb.values()
-                                                      for r in g.runs for h in r.history)]  # fmt: skip
-            # Fig. 8 compares the Adam family; fall back to every optimizer if none ran
-            fig8 = {o: g for o, g in tb.items() if o in ADAM_FAMILY} or dict(tb)
-            for k in diag:
-                name = f"{k}_{task}.png"
-                if _plot_curves(fig8, k, f"{TASK_TITLES.get(task, task)}: {k} (Fig. 8 analogue)",
-                                out / name):  # fmt: skip
-                    md += [f"![{k} {task}]({name})", ""]
-            if not diag:
-                md += [f"(no diagnostics for {task}: run with `--diagnostics` to get the "
-                       "sharpness / distance / buffer curves)", ""]  # fmt: skip
-    path = out / "report.md"
-    path.write_text("\n".join(md) + "\n")
-    return path
+
+def _curves_section(best: Mapping[str, Mapping[str, Group]], out: Path) -> list[str]:
+    """The curves of every task's best groups (PNGs written in ``out``) and their links."""
+    md = ["## Curves", ""]
+    for task, tb in sorted(best.items()):
+        md += _task_curves(task, tb, out)
+    return md
+
+
+def _task_curves(task: str, tb: Mapping[str, Group], out: Path) -> list[str]:
+    """The validation curves of ``task``'s best groups and the curves of every diagnostic
+    logged (the Fig. 8 analogues)."""
+    md: list[str] = []
+    key = "val_perplexity" if task == "brown-lm" else "val_accuracy"
+    name = f"curves_{task}.png"
+    if _plot_curves(tb, key, f"{TASK_TITLES.get(task, task)}: {key} (best configs)",
+                    out / name):  # fmt: skip
+        md += [f"![{task}]({name})", ""]
+    diag = [k for k in DIAGNOSTIC_KEYS if any(k in h for g in tb.values()
+                                              for r in g.runs for h in r.history)]  # fmt: skip
+    # Fig. 8 compares the Adam family; fall back to every optimizer if none ran
+    fig8 = {o: g for o, g in tb.items() if o in ADAM_FAMILY} or dict(tb)
+    for k in diag:
+        name = f"{k}_{task}.png"
+        if _plot_curves(fig8, k, f"{TASK_TITLES.get(task, task)}: {k} (Fig. 8 analogue)",
+                        out / name):  # fmt: skip
+            md += [f"![{k} {task}]({name})", ""]
+    if not diag:
+        md += [f"(no diagnostics for {task}: run with `--diagnostics` to get the "
+               "sharpness / distance / buffer curves)", ""]  # fmt: skip
+    return md

@@ -56,20 +56,32 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from memoptim.experiments.checkpointing import (
+    CHECKPOINT,
+    CONFIG,
+    FORMAT_VERSION,
+    METRICS,
+    SUMMARY,
+    append_line,
+    atomic_write_text,
+    json_safe,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+# re-exported: other modules and scripts import them from here
+from memoptim.experiments.checkpointing import CheckpointError as CheckpointError
+from memoptim.experiments.checkpointing import read_metrics as read_metrics
+from memoptim.experiments.data_parallel import all_reduce_sum, barrier, process_group, sync_batch_norm
 from memoptim.experiments.tasks import Task, build_task, sharded_evaluation
 from memoptim.progress import Progress
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-FORMAT_VERSION = 1
 
 #: flat hyperparameter names accepted by :func:`optimizer_kwargs` (CLI / sweep / JSON friendly)
 HYPERPARAMETERS = (
@@ -110,54 +122,9 @@ def lr_factor(unit: int, units: int, schedule: str) -> float:
     raise ValueError(f"unknown schedule {schedule!r} (step | constant)")
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats -> None, tensors -> Python numbers, tuples -> lists."""
-    if isinstance(value, Tensor):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
-def _append_line(path: Path, record: Mapping[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_metrics(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The metrics lines of a run directory (an incomplete trailing line is ignored)."""
-    path = Path(out_dir) / METRICS
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
-
-
 def _tensorboard(enabled: bool, out_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``out_dir/tensorboard``, or None (disabled, or no
+    tensorboard package: then with a warning)."""
     if not enabled:
         return None
     try:
@@ -166,32 +133,80 @@ def _tensorboard(enabled: bool, out_dir: Path) -> Any:
         warnings.warn(
             "TensorBoard logging requested but the `tensorboard` package is not installed; "
             "continuing without it (pip install tensorboard)",
-            stacklevel=3,
+            stacklevel=4,  # the caller of train (via _start_run)
         )
         return None
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
-class CheckpointError(ValueError):
-    """A run's checkpoint cannot be read; the message names the file and how to start over."""
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of :func:`train` that shape a run, besides its task and its directory."""
+
+    optimizer_name: str
+    hyperparameters: Mapping[str, Any]
+    epochs: int
+    seed: int
+    batch_size: int | None
+    schedule: str
+    subset: int | None
+    eval_subset: int | None
+    diagnostics: bool
+    sharpness_iters: int
+    m_sharpness_batches: int
+    progress: bool
+    tensorboard: bool
+    stop_on_divergence: bool
+
+    def config(self, task_name: str) -> dict[str, Any]:
+        """The run's configuration (``config.json`` without ``resolved``); a resume must match it."""
+        return json_safe(
+            {
+                "format": FORMAT_VERSION,
+                "task": task_name,
+                "optimizer": self.optimizer_name,
+                "hyperparameters": dict(sorted(self.hyperparameters.items())),
+                "epochs": self.epochs,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "schedule": self.schedule,
+                "subset": self.subset,
+                "eval_subset": self.eval_subset,
+                "diagnostics": self.diagnostics,
+            }
+        )
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` of a run checkpoint, or :class:`CheckpointError` if it is unreadable.
+@dataclass
+class _Run:
+    """A run being trained: its settings, model, optimizer and progress, shared by its epochs."""
 
-    Checkpoints are written atomically, so a killed run leaves its previous one intact; an
-    unreadable one was damaged afterwards (a truncated copy, a full disk)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
-        raise CheckpointError(
-            f"cannot resume from {path}: the checkpoint is unreadable ({type(exc).__name__}); delete it "
-            f"to start this run over, or choose another output directory"
-        ) from exc
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint:
-        raise CheckpointError(f"cannot resume from {path}: it is not a memoptim run checkpoint; delete "
-                              "it to start this run over, or choose another output directory")
-    return checkpoint
+    task: Task
+    settings: _Settings
+    config: dict[str, Any]
+    out: Path
+    rank: int
+    world: int
+    batch_size: int
+    schedule: str  # "step" or "constant" ("auto" resolved)
+    units: int  # epochs in all (for online streams: over all tasks)
+    model: torch.nn.Module
+    optimizer: Any
+    base_lrs: list[float]  # of each parameter group, before the schedule's factor
+    diag: Any  # TrainingDiagnostics, or None without diagnostics
+    net: torch.nn.Module | None = None  # what training forward passes go through (model or DDP)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_unit: int = 0
+    elapsed_before: float = 0.0  # seconds spent before this (re)start
+    resolved: dict[str, Any] = field(default_factory=dict)
+    params: list[Tensor] = field(default_factory=list)
+    clip: float | None = None
+    writer: Any = None  # TensorBoard SummaryWriter, or None
+
+    @property
+    def lead(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return self.rank == 0
 
 
 def train(
@@ -250,319 +265,281 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = _data_parallel()
-    lead = rank == 0  # the rank that writes files
     task_name = task if isinstance(task, str) else task.name
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
-    config: dict[str, Any] = _clean(
-        {
-            "format": FORMAT_VERSION,
-            "task": task_name,
-            "optimizer": optimizer_name,
-            "hyperparameters": dict(sorted(hyperparameters.items())),
-            "epochs": epochs,
-            "seed": seed,
-            "batch_size": batch_size,
-            "schedule": schedule,
-            "subset": subset,
-            "eval_subset": eval_subset,
-            "diagnostics": diagnostics,
-        }
-    )
+    settings = _Settings(
+        optimizer_name=optimizer_name, hyperparameters=hyperparameters, epochs=epochs, seed=seed,
+        batch_size=batch_size, schedule=schedule, subset=subset, eval_subset=eval_subset,
+        diagnostics=diagnostics, sharpness_iters=sharpness_iters, m_sharpness_batches=m_sharpness_batches,
+        progress=progress, tensorboard=tensorboard, stop_on_divergence=stop_on_divergence,
+    )  # fmt: skip
+    config = settings.config(task_name)
+    summary, checkpoint = _read_run_directory(out, config, resume)
+    if summary is not None:
+        return summary  # finished before (its checkpoint may have been removed)
+    barrier(process_group()[1])  # every rank has read the run directory before rank 0 writes to it
+    if isinstance(task, str):
+        task = build_task(task, subset=subset, eval_subset=eval_subset, data_root=data_root, verify=verify_data)
+    run = _start_run(task, settings, config, out, checkpoint)
+    _train_epochs(run)
+    return _finish_run(run, keep_checkpoint)
+
+
+def _read_run_directory(
+    out: Path, config: dict[str, Any], resume: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(summary of the finished run, None) if ``out`` holds one, else (None, its checkpoint or None).
+
+    Raises ``FileExistsError`` if ``out`` holds a run and ``resume`` is false, ``ValueError`` if
+    the run found has another configuration, :class:`CheckpointError` if its checkpoint is
+    unreadable."""
     ckpt_path, metrics_path, summary_path = out / CHECKPOINT, out / METRICS, out / SUMMARY
     if not resume and (ckpt_path.exists() or metrics_path.exists() or summary_path.exists()):
         raise FileExistsError(
             f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
             f"another output directory"
         )
-
-    def same_config(other: Mapping[str, Any], source: str) -> None:
-        if other != config:
-            raise ValueError(
-                f"cannot resume {out}: configuration differs from the {source}'s\n"
-                f"  {source}: {json.dumps(other, sort_keys=True)}\n"
-                f"  requested:  {json.dumps(config, sort_keys=True)}"
-            )
-
     if summary_path.exists():  # finished (its checkpoint may have been removed)
         summary = json.loads(summary_path.read_text())
-        same_config(summary["config"], "summary")
-        return summary
-    checkpoint = None
-    if ckpt_path.exists():
-        checkpoint = _load_checkpoint(ckpt_path)
-        same_config(checkpoint["config"], "checkpoint")
-    _barrier(world)  # every rank has read the run directory before rank 0 writes to it
+        _check_same_config(out, config, summary["config"], "summary")
+        return summary, None
+    if not ckpt_path.exists():
+        return None, None
+    checkpoint = load_checkpoint(ckpt_path)
+    _check_same_config(out, config, checkpoint["config"], "checkpoint")
+    return None, checkpoint
 
-    if isinstance(task, str):
-        task = build_task(
-            task, subset=subset, eval_subset=eval_subset, data_root=data_root, verify=verify_data
+
+def _check_same_config(out: Path, config: Mapping[str, Any], other: Mapping[str, Any], source: str) -> None:
+    """``ValueError`` unless the configuration of the run found in ``out`` is the requested one."""
+    if other != config:
+        raise ValueError(
+            f"cannot resume {out}: configuration differs from the {source}'s\n"
+            f"  {source}: {json.dumps(other, sort_keys=True)}\n"
+            f"  requested:  {json.dumps(config, sort_keys=True)}"
         )
-    bs = batch_size or task.default_batch_size
+
+
+def _start_run(
+    task: Task, settings: _Settings, config: dict[str, Any], out: Path, checkpoint: dict[str, Any] | None
+) -> _Run:
+    """Build the run (restored from ``checkpoint`` if any) and write its ``metrics.jsonl`` (the
+    checkpoint's history) and ``config.json``; rank 0 writes, every rank returns the run."""
+    run = _build_run(task, settings, config, out)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    run.net = run.model
+    if run.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.net = DistributedDataParallel(run.model)
+    # the metrics file mirrors the checkpoint's history (drops a line written after the last
+    # checkpoint, or a partial line, from an interrupted run)
+    if run.lead:
+        atomic_write_text(out / METRICS, "".join(json.dumps(h) + "\n" for h in run.history))
+    # after the restore: the optimizer's hyperparameters are the checkpoint's
+    run.resolved = _resolved(run)
+    if run.lead:
+        atomic_write_text(out / CONFIG, json.dumps({**config, "resolved": run.resolved}, indent=2) + "\n")
+    run.writer = _tensorboard(settings.tensorboard and run.lead, out)
+    run.clip = task.clip_grad_norm
+    run.params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    return run
+
+
+def _build_run(task: Task, settings: _Settings, config: dict[str, Any], out: Path) -> _Run:
+    """A fresh run: the model initialised from the seed, its optimizer and diagnostics."""
+    rank, world = process_group()
+    bs = settings.batch_size or task.default_batch_size
     if bs < world:
         raise ValueError(f"batch size {bs} is smaller than the number of processes {world}")
-    sched = task.default_schedule if schedule == "auto" else schedule
-    units = task.num_units(epochs)
-
-    torch.manual_seed(seed)
+    sched = task.default_schedule if settings.schedule == "auto" else settings.schedule
+    units = task.num_units(settings.epochs)
+    torch.manual_seed(settings.seed)
     model = task.build_model()
     if world > 1:
-        _sync_batch_norm(model)
+        sync_batch_norm(model)
     model.train()
-    optimizer = build_optimizer(optimizer_name, model.parameters(), hyperparameters)
+    optimizer = build_optimizer(settings.optimizer_name, model.parameters(), settings.hyperparameters)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     diag = None
-    if diagnostics:
+    if settings.diagnostics:
         from memoptim.experiments.diagnostics import TrainingDiagnostics
 
         diag = TrainingDiagnostics(
-            model, optimizer, task, sharpness_iters=sharpness_iters,
-            m_sharpness_batches=m_sharpness_batches, m_sharpness_batch_size=bs,
+            model, optimizer, task, sharpness_iters=settings.sharpness_iters,
+            m_sharpness_batches=settings.m_sharpness_batches, m_sharpness_batch_size=bs,
         )  # fmt: skip
+    return _Run(
+        task=task, settings=settings, config=config, out=out, rank=rank, world=world, batch_size=bs,
+        schedule=sched, units=units, model=model, optimizer=optimizer, base_lrs=base_lrs, diag=diag,
+    )  # fmt: skip
 
-    history: list[dict[str, Any]] = []
-    start_unit, elapsed_before = 0, 0.0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        history = list(checkpoint["history"])
-        start_unit = int(checkpoint["unit"])
-        elapsed_before = float(checkpoint["elapsed"])
-        if diag is not None:
-            diag.load_state_dict(checkpoint["diagnostics"])
-        if checkpoint.get("finished"):
-            start_unit = units  # e.g. stopped on divergence; only the summary is missing
-    net: torch.nn.Module = model  # what the training forward passes go through
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model)
-    # the metrics file mirrors the checkpoint's history (drops a line written after the last
-    # checkpoint, or a partial line, from an interrupted run)
-    if lead:
-        _atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
-    # what the defaults resolved to (not part of the resume check): batch size, schedule and the
-    # optimizer's full hyperparameters of its first parameter group
-    group0 = optimizer.param_groups[0]
-    resolved = _clean(
+def _restore(run: _Run, checkpoint: Mapping[str, Any]) -> None:
+    """Load the model, optimizer, RNG, diagnostics and progress of ``run`` from its checkpoint."""
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    run.history = list(checkpoint["history"])
+    run.start_unit = int(checkpoint["unit"])
+    run.elapsed_before = float(checkpoint["elapsed"])
+    if run.diag is not None:
+        run.diag.load_state_dict(checkpoint["diagnostics"])
+    if checkpoint.get("finished"):
+        run.start_unit = run.units  # e.g. stopped on divergence; only the summary is missing
+
+
+def _resolved(run: _Run) -> dict[str, Any]:
+    """What the defaults resolved to (not part of the resume check): batch size, schedule and the
+    optimizer's full hyperparameters of its first parameter group."""
+    group0 = run.optimizer.param_groups[0]
+    return json_safe(
         {
-            "batch_size": bs,
-            "schedule": sched,
-            "epochs_total": units,
-            "optimizer_class": type(optimizer).__name__,
+            "batch_size": run.batch_size,
+            "schedule": run.schedule,
+            "epochs_total": run.units,
+            "optimizer_class": type(run.optimizer).__name__,
             "optimizer_hyperparameters": {
                 k: v for k, v in sorted(group0.items())
                 if k != "params" and isinstance(v, int | float | str | bool | tuple | None)
             },
         }
     )  # fmt: skip
-    if lead:
-        _atomic_write_text(
-            out / CONFIG, json.dumps({**config, "resolved": resolved}, indent=2) + "\n"
-        )
-    writer = _tensorboard(tensorboard and lead, out)
-    clip = task.clip_grad_norm
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+
+def _train_epochs(run: _Run) -> None:
+    """Train the epochs not done yet; each one is evaluated, logged and checkpointed.  Stops
+    after an epoch whose training loss was not finite (with ``stop_on_divergence``)."""
     run_start = time.perf_counter()
-    diverged = any(h.get("diverged") for h in history)
-
-    for unit in range(start_unit, units):
+    diverged = any(h.get("diverged") for h in run.history)
+    for unit in range(run.start_unit, run.units):
         t0 = time.perf_counter()
-        factor = lr_factor(unit, units, sched)
-        for group, lr0 in zip(optimizer.param_groups, base_lrs, strict=True):
+        factor = lr_factor(unit, run.units, run.schedule)
+        for group, lr0 in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
             group["lr"] = lr0 * factor
-        total_loss, total_weight = 0.0, 0
-        bar = Progress(task.num_batches(unit, epochs, bs), f"epoch {unit + 1}/{units}",
-                       enabled=progress and lead, leave=False)  # fmt: skip
-        if world > 1:
-            batches = task.train_batches(net, unit, epochs, seed, bs, shard=(rank, world))
-        else:
-            batches = task.train_batches(model, unit, epochs, seed, bs)
-        try:
-            for batch in batches:
-                scale = 1.0
-                if world > 1:
-                    local = task.batch_weight(batch)
-                    (weight_sum,) = _all_reduce_sum([float(local)])
-                    # DDP averages the ranks' gradients: weighting the local mean loss by
-                    # world * n_local / n_global makes that the global batch's mean gradient
-                    scale = world * local / weight_sum
-
-                def closure(batch: Any = batch, scale: float = scale) -> Tensor:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = task.loss(net, batch)
-                    (loss * scale if world > 1 else loss).backward()
-                    if clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, clip)
-                    return loss
-
-                loss = optimizer.step(closure)
-                value = float(loss.detach())
-                if world > 1:
-                    (loss_sum,) = _all_reduce_sum([value * local if local else 0.0])
-                    value, weight = loss_sum / weight_sum, round(weight_sum)
-                else:
-                    weight = task.batch_weight(batch)
-                total_loss += value * weight
-                total_weight += weight
-                bar.update(1, loss=value)
-                if not math.isfinite(value) and stop_on_divergence:
-                    diverged = True
-                    break
-        finally:
-            bar.close()
-        record: dict[str, Any] = {"epoch": unit + 1, **task.unit_info(unit, epochs)}
-        record["train_loss"] = total_loss / max(total_weight, 1)
-        if world > 1:
-            with sharded_evaluation(rank, world):
-                record.update(task.evaluate(model, unit, epochs))
-        else:
-            record.update(task.evaluate(model, unit, epochs))
-        if diag is not None:
-            record.update(diag())
-        record["lr"] = optimizer.param_groups[0]["lr"]
+        train_loss, stopped = _train_epoch(run, unit)
+        diverged = diverged or stopped
+        record = _epoch_record(run, unit, train_loss)
         now = time.perf_counter()
         record["time"] = now - t0
-        record["elapsed"] = elapsed_before + (now - run_start)
+        record["elapsed"] = run.elapsed_before + (now - run_start)
         if diverged:
             record["diverged"] = True
-        record = _clean(record)
-        history.append(record)
-        finished = diverged or unit + 1 == units
-        state = {
-            "format": FORMAT_VERSION,
-            "config": config,
-            "unit": unit + 1,
-            "finished": finished,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "elapsed": record["elapsed"],
-        }
-        if diag is not None:
-            state["diagnostics"] = diag.state_dict()
-        if lead:
-            _atomic_write_bytes(ckpt_path, lambda f, state=state: torch.save(state, f))
-            _append_line(metrics_path, record)
-        if writer is not None:
-            for k, v in record.items():
-                if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
-                    writer.add_scalar(k, v, unit + 1)
-            writer.flush()
-        _barrier(world)
+        record = json_safe(record)
+        run.history.append(record)
+        _save_epoch(run, unit, record, finished=diverged or unit + 1 == run.units)
         if diverged:
             break
-    if writer is not None:
-        writer.close()
-    summary = _write_summary(out, config, history, task, resolved, write=lead)
-    if not keep_checkpoint and lead:
-        ckpt_path.unlink(missing_ok=True)
-    _barrier(world)
-    return summary
 
 
-def _data_parallel() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
+def _train_epoch(run: _Run, unit: int) -> tuple[float, bool]:
+    """The optimizer steps of epoch ``unit``: (mean training loss, whether it stopped early at a
+    non-finite loss)."""
+    task, epochs, world = run.task, run.settings.epochs, run.world
+    total_loss, total_weight = 0.0, 0
+    stopped = False
+    bar = Progress(task.num_batches(unit, epochs, run.batch_size), f"epoch {unit + 1}/{run.units}",
+                   enabled=run.settings.progress and run.lead, leave=False)  # fmt: skip
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Differentiable sum over the ranks: the gradient of every rank's input is the sum of the
-    ranks' output gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, t: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        out = t.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        out = grad.contiguous().clone()
-        dist.all_reduce(out)
-        return out
+        batches = task.train_batches(run.net, unit, epochs, run.settings.seed, run.batch_size,
+                                     shard=(run.rank, world))  # fmt: skip
+    else:
+        batches = task.train_batches(run.model, unit, epochs, run.settings.seed, run.batch_size)
+    try:
+        for batch in batches:
+            value, weight = _step(run, batch)
+            total_loss += value * weight
+            total_weight += weight
+            bar.update(1, loss=value)
+            if not math.isfinite(value) and run.settings.stop_on_divergence:
+                stopped = True
+                break
+    finally:
+        bar.close()
+    return total_loss / max(total_weight, 1), stopped
 
 
-class _SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose training-mode statistics are those of the global batch (all ranks of
-    the default process group), on any device: two differentiable all-reduces (sum, then the
-    sum of squared deviations: the two-pass variance, as ``F.batch_norm``).  Evaluation mode
-    uses the running statistics, as ``torch.nn.BatchNorm*d``; same parameters and buffers."""
+def _step(run: _Run, batch: Any) -> tuple[float, float]:
+    """One optimizer step on ``batch``: (its mean loss, its weight), both over all ranks."""
+    task, world = run.task, run.world
+    scale = 1.0
+    if world > 1:
+        local = task.batch_weight(batch)
+        (weight_sum,) = all_reduce_sum([float(local)])
+        # DDP averages the ranks' gradients: weighting the local mean loss by
+        # world * n_local / n_global makes that the global batch's mean gradient
+        scale = world * local / weight_sum
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+    def closure() -> Tensor:
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = task.loss(run.net, batch)
+        (loss * scale if world > 1 else loss).backward()
+        if run.clip is not None:
+            torch.nn.utils.clip_grad_norm_(run.params, run.clip)
+        return loss
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
-            return super().forward(x)
-        all_reduce = _AllReduceSum.apply
-        dims = [0, *range(2, x.dim())]
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        local_count = x.numel() // max(x.shape[1], 1)
-        (count,) = _all_reduce_sum([float(local_count)])
-        mean = all_reduce(x.sum(dims)) / count
-        centred = x - mean.view(shape)
-        var = all_reduce(centred.square().sum(dims)) / count
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum
-                if m is None:  # cumulative moving average
-                    m = 1.0 / float(self.num_batches_tracked)
-                n = count
-                unbiased = var * (n / max(n - 1.0, 1.0))
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
-        y = centred * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+    loss = run.optimizer.step(closure)
+    value = float(loss.detach())
+    if world > 1:
+        (loss_sum,) = all_reduce_sum([value * local if local else 0.0])
+        return loss_sum / weight_sum, round(weight_sum)
+    return value, task.batch_weight(batch)
 
 
-def _sync_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace (in place) every batch-norm layer of ``module`` by a :class:`_SyncBatchNorm`
-    with the same parameters and buffers; returns ``module``."""
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
-            child, _SyncBatchNorm
-        ):
-            new = _SyncBatchNorm(
-                child.num_features, child.eps, child.momentum, child.affine,
-                child.track_running_stats,
-            )  # fmt: skip
-            new.load_state_dict(child.state_dict())
-            new.train(child.training)
-            setattr(module, name, new)
-        else:
-            _sync_batch_norm(child)
-    return module
+def _epoch_record(run: _Run, unit: int, train_loss: float) -> dict[str, Any]:
+    """The metrics line of epoch ``unit`` up to ``lr``: training loss, evaluation, diagnostics."""
+    task, epochs = run.task, run.settings.epochs
+    record: dict[str, Any] = {"epoch": unit + 1, **task.unit_info(unit, epochs)}
+    record["train_loss"] = train_loss
+    if run.world > 1:
+        with sharded_evaluation(run.rank, run.world):
+            record.update(task.evaluate(run.model, unit, epochs))
+    else:
+        record.update(task.evaluate(run.model, unit, epochs))
+    if run.diag is not None:
+        record.update(run.diag())
+    record["lr"] = run.optimizer.param_groups[0]["lr"]
+    return record
+
+
+def _save_epoch(run: _Run, unit: int, record: dict[str, Any], finished: bool) -> None:
+    """Checkpoint the run after epoch ``unit``, append its metrics line and log it to TensorBoard;
+    returns when every rank is done."""
+    state = {
+        "format": FORMAT_VERSION,
+        "config": run.config,
+        "unit": unit + 1,
+        "finished": finished,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "history": run.history,
+        "elapsed": record["elapsed"],
+    }
+    if run.diag is not None:
+        state["diagnostics"] = run.diag.state_dict()
+    if run.lead:
+        save_checkpoint(run.out / CHECKPOINT, state)
+        append_line(run.out / METRICS, record)
+    if run.writer is not None:
+        for k, v in record.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
+                run.writer.add_scalar(k, v, unit + 1)
+        run.writer.flush()
+    barrier(run.world)
+
+
+def _finish_run(run: _Run, keep_checkpoint: bool) -> dict[str, Any]:
+    """Write ``summary.json`` (rank 0), drop the checkpoint unless kept; returns the summary."""
+    if run.writer is not None:
+        run.writer.close()
+    summary = _write_summary(run.out, run.config, run.history, run.task, run.resolved, write=run.lead)
+    if not keep_checkpoint and run.lead:
+        (run.out / CHECKPOINT).unlink(missing_ok=True)
+    barrier(run.world)
+    return summary
 
 
 def _write_summary(
@@ -584,8 +561,8 @@ def _write_summary(
         "elapsed": history[-1]["elapsed"] if history else 0.0,
         **task.summarize(history),
     }
-    summary = _clean(summary)
+    summary = json_safe(summary)
     if not write:
         return summary
-    _atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary

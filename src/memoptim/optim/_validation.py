@@ -83,3 +83,8 @@ def check_memory_group(group: dict[str, Any]) -> None:
         raise ValueError(f"Invalid policy_seed: {seed!r} (must be a non-negative int)")
     if not isinstance(group["memory"], bool):
         raise ValueError(f"Invalid memory: {group['memory']!r} (must be True or False)")
+
+
+def check_fused_foreach(group: dict[str, Any]) -> None:
+    if group.get("fused") and group.get("foreach"):
+        raise ValueError("Invalid fused/foreach: fused=True and foreach=True cannot both be set")

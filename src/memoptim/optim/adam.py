@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from memoptim.optim import _validation as V
-from memoptim.optim import functional as F
-from memoptim.optim.base import (
-    BaseOptimizer,
-    MemoryOptimizer,
-    ParamsT,
-    check_fused_foreach,
-    run_closure,
-    step_tensor,
-)
+from memoptim.optim.base import ParamsT
+from memoptim.optim.driver import MemoryOptimizer
+from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA
+from memoptim.optim.rules import ADAM, ADAM_V_FROM_DIRECTION, Rule
 
 _COMMON_DOC = r"""
     Args:
@@ -73,10 +67,6 @@ _COMMON_DOC = r"""
 
 
 class _AdamMemory(MemoryOptimizer):
-    _rule: Callable[..., None]
-    #: Keywords of one rule only (name -> default), accepted on top of the shared ones.
-    _rule_options: ClassVar[dict[str, Any]] = {}
-
     def __init__(
         self,
         params: ParamsT,
@@ -115,35 +105,6 @@ class _AdamMemory(MemoryOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        validate_adam_group(group)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for name, value in self._rule_options.items():
-                group.setdefault(name, value)
-
-    def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
-        return type(self)._rule
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = run_closure(closure)
-        for group in self.param_groups:
-            params, grads, m, v, vmax, steps = init_adam_group(self, group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            hyper = dict(beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
-                         weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                         decoupled_weight_decay=group["decoupled_weight_decay"],
-                         maximize=group["maximize"], decay=group["decay"])
-            self._step_group(group, self._rule_for(group), params, grads, (m, v, vmax), steps, hyper)
-        return loss
-
 
 class AdamCM(_AdamMemory):
     __doc__ = (
@@ -169,19 +130,19 @@ class AdamCM(_AdamMemory):
 """
         + _COMMON_DOC
     )
-    _rule = staticmethod(F.adam_cm)
-    _offered_state = "exp_avg"  # m_t: the native kernel may defer its offer by a step
+    rule = ADAM_V_FROM_DIRECTION
+    memory_mode = CRITICAL_MOMENTA
     _rule_options: ClassVar[dict[str, Any]] = {"second_moment": "aggregate"}
 
     def __init__(self, params: ParamsT, *args: Any, second_moment: str = "aggregate", **kwargs: Any):
         super().__init__(params, *args, second_moment=second_moment, **kwargs)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
         V.check_choice("second_moment", group["second_moment"], V.SECOND_MOMENTS)
+        super()._validate_group(group)
 
-    def _rule_for(self, group: dict[str, Any]) -> Callable[..., Any]:
-        return F.adam_cm_vg if group["second_moment"] == "gradient" else F.adam_cm
+    def _rule_for(self, group: dict[str, Any]) -> Rule:
+        return ADAM if group["second_moment"] == "gradient" else ADAM_V_FROM_DIRECTION
 
 
 class AdamCG(_AdamMemory):
@@ -200,41 +161,5 @@ class AdamCG(_AdamMemory):
 """
         + _COMMON_DOC
     )
-    _rule = staticmethod(F.adam_cg)
-
-
-# ---------------------------------------------------------------- shared with AdaMomentum
-def validate_adam_group(group: dict[str, Any]) -> None:
-    check_fused_foreach(group)
-    V.check_non_negative("lr", group["lr"])
-    V.check_non_negative("eps", group["eps"])
-    V.check_non_negative("weight_decay", group["weight_decay"])
-    V.check_betas(group["betas"])
-
-
-def init_adam_group(
-    opt: BaseOptimizer, group: dict[str, Any]
-) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-    """Collect the group's tensors that have a gradient, creating their Adam state lazily."""
-    params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [], [], [], []
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        opt._check_grad(p)
-        state = opt.state[p]
-        if "exp_avg" not in state:
-            step_tensor(state)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        params.append(p)
-        grads.append(p.grad)
-        exp_avgs.append(state["exp_avg"])
-        exp_avg_sqs.append(state["exp_avg_sq"])
-        if group["amsgrad"]:
-            if "max_exp_avg_sq" not in state:  # amsgrad switched on mid-training
-                state["max_exp_avg_sq"] = state["exp_avg_sq"].clone()
-            max_sqs.append(state["max_exp_avg_sq"])
-        steps.append(state["step"])
-    return params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps
+    rule = ADAM
+    memory_mode = CRITICAL_GRADIENTS

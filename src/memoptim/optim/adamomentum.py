@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import torch
 from torch import Tensor
 
-from memoptim.optim import functional as F
-from memoptim.optim.adam import init_adam_group, validate_adam_group
-from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure, select_kernel
+from memoptim.optim.base import ParamsT
+from memoptim.optim.driver import RuleOptimizer
+from memoptim.optim.rules import ADAMOMENTUM
 
 
-class AdaMomentum(BaseOptimizer):
+class AdaMomentum(RuleOptimizer):
     r"""AdaMomentum (Wang et al., "Rethinking Adam", arXiv 2106.11514; AdaM3, ICDM 2023).
 
     The second moment estimates the square of the *momentum* rather than of the
@@ -41,6 +37,8 @@ class AdaMomentum(BaseOptimizer):
         fused: the native CPU kernel, else the ``torch.compile``-d rule (see :class:`memoptim.AdamCM`).
     """
 
+    rule = ADAMOMENTUM
+
     def __init__(
         self,
         params: ParamsT,
@@ -61,28 +59,3 @@ class AdaMomentum(BaseOptimizer):
             fused=fused,
         )
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._validate_group(group)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        validate_adam_group(group)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = run_closure(closure)
-        for group in self.param_groups:
-            params, grads, m, v, vmax, steps = init_adam_group(self, group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            kernel, foreach, lr = select_kernel(F.adamomentum, group, (params, grads, m, v, vmax),
-                                                steps=steps)
-            kernel(
-                params, grads, m, v, vmax, steps,
-                lr=lr, beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
-                weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"], foreach=foreach,
-            )
-        return loss

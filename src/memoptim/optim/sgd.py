@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from memoptim.optim import _validation as V
-from memoptim.optim import functional as F
-from memoptim.optim.base import (
-    MemoryOptimizer,
-    ParamsT,
-    check_fused_foreach,
-    run_closure,
-    step_tensor,
-)
+from memoptim.optim.base import ParamsT
+from memoptim.optim.driver import MemoryOptimizer
+from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA
+from memoptim.optim.rules import SGD
 
 _COMMON_DOC = r"""
     Args:
@@ -43,7 +37,7 @@ _COMMON_DOC = r"""
 
 
 class _SGDMemory(MemoryOptimizer):
-    _rule: Callable[..., None]
+    rule = SGD
 
     def __init__(
         self,
@@ -76,45 +70,6 @@ class _SGDMemory(MemoryOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        V.check_non_negative("lr", group["lr"])
-        V.check_non_negative("momentum", group["momentum"])
-        V.check_non_negative("weight_decay", group["weight_decay"])
-        check_fused_foreach(group)
-        if not isinstance(group["dampening"], (int, float)) or isinstance(group["dampening"], bool):
-            raise ValueError(f"Invalid dampening: {group['dampening']!r} (must be a number)")
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = run_closure(closure)
-        for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            bufs: list[Tensor | None] = []
-            steps: list[Tensor] = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                self._check_grad(p)
-                state = self.state[p]
-                params.append(p)
-                grads.append(p.grad)
-                bufs.append(state.get("momentum_buffer"))
-                steps.append(step_tensor(state))
-            if not params:
-                continue
-            hyper = dict(momentum=group["momentum"], dampening=group["dampening"],
-                         weight_decay=group["weight_decay"], maximize=group["maximize"],
-                         decay=group["decay"])
-            stepped, (stepped_bufs,) = self._step_group(group, type(self)._rule, params, grads, (bufs,),
-                                                        steps, hyper)
-            if group["momentum"]:
-                for p, b in zip(stepped, stepped_bufs):
-                    self.state[p]["momentum_buffer"] = b
-        return loss
-
 
 class SGDCM(_SGDMemory):
     __doc__ = (
@@ -130,11 +85,7 @@ class SGDCM(_SGDMemory):
 """
         + _COMMON_DOC
     )
-    _rule = staticmethod(F.sgd_cm)
-    _offered_state = "momentum_buffer"  # m_t, kept when momentum > 0 (see _can_defer)
-
-    def _can_defer(self, group: dict[str, Any]) -> bool:
-        return bool(group["momentum"])
+    memory_mode = CRITICAL_MOMENTA
 
     def __init__(
         self,
@@ -162,4 +113,4 @@ class SGDCG(_SGDMemory):
 """
         + _COMMON_DOC
     )
-    _rule = staticmethod(F.sgd_cg)
+    memory_mode = CRITICAL_GRADIENTS

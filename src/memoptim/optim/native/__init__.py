@@ -40,14 +40,40 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from memoptim.buffer import RESYNC_INTERVAL, CriticalBuffer
+from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA, NONE
+from memoptim.optim.rules import ADAM, ADAM_V_FROM_DIRECTION, ADAMOMENTUM, SGD
 
-__all__ = ["DEFERRABLE", "adam_cg", "adam_cm", "adamomentum", "available", "grad_norms",
-           "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
+__all__ = ["KERNELS", "adam_cg", "adam_cm", "adamomentum", "available", "defers", "grad_norms",
+           "kernel_for", "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
+
+#: The (base rule, memory mode) pairs implemented natively -> the name of the wrapper below.
+#: Looked up by name at each step, so a wrapped (e.g. counting) replacement is honoured.  The
+#: critical-momenta wrappers accept ``pending`` and may defer their offer (see :func:`defers`).
+KERNELS = {
+    (ADAM_V_FROM_DIRECTION, CRITICAL_MOMENTA): "adam_cm",
+    (ADAM, CRITICAL_GRADIENTS): "adam_cg",
+    (ADAMOMENTUM, NONE): "adamomentum",
+    (SGD, CRITICAL_MOMENTA): "sgd_cm",
+    (SGD, CRITICAL_GRADIENTS): "sgd_cg",
+}
+
+
+def kernel_for(kernel: Any) -> Any:
+    """The native kernel of an eager kernel of :mod:`memoptim.optim.functional`, or ``None``."""
+    name = KERNELS.get((getattr(kernel, "rule", None), getattr(kernel, "memory", None)))
+    return None if name is None else globals()[name]
+
+
+def defers(kernel: Any) -> bool:
+    """Whether the native kernel of ``kernel`` can defer its offer by a step: the critical-momenta
+    ones, whose offered momentum the next step's pass reads anyway."""
+    return getattr(kernel, "memory", None) == CRITICAL_MOMENTA and kernel_for(kernel) is not None
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 _module: ModuleType | None = None
@@ -204,11 +230,6 @@ def sgd_cm(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=Non
     """Native :func:`memoptim.optim.functional.sgd_cm`; ``pending`` as for :func:`adam_cm`
     (only with ``momentum > 0``: the offered momentum must outlive the step)."""
     return _sgd(0, params, grads, momentum_buffers, steps, buffers, keys, pending=pending, **hyper)
-
-
-#: The rules whose offer the native kernels can defer by one step: those offering a momentum,
-#: which stays in the optimizer state until the next step reads it anyway.
-DEFERRABLE = frozenset({"adam_cm", "sgd_cm"})
 
 
 def offer_deferred(keys: Tensor, buffers: Sequence[CriticalBuffer], pending: Sequence[Tensor],

@@ -1,0 +1,302 @@
+"""The step protocol, owned here once: every optimizer class runs a base rule through it.
+
+:class:`RuleOptimizer` steps a rule without memory; :class:`MemoryOptimizer` adds the critical
+buffer: creating it, the priority keys, the buffer policy's draws, the authors' seeding step,
+deferred offers of the native kernels, and the periodic resync of running sums.  A class names
+its rule and memory mode (:attr:`RuleOptimizer.rule`, :attr:`RuleOptimizer.memory_mode`); the driver
+composes the kernel (:func:`memoptim.optim.memory.kernel`), picks its execution path
+(:func:`memoptim.optim.backends.select_kernel`) and calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from memoptim.buffer import PENDING_KEYS, RESYNC_INTERVAL, STATE_KEYS, CriticalBuffer, offer
+from memoptim.optim import _validation as V
+from memoptim.optim import native
+from memoptim.optim.backends import is_native, select_kernel
+from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure
+from memoptim.optim.keys import keys_from_norms, local_keys, priority_keys
+from memoptim.optim.memory import CRITICAL_MOMENTA, NONE, kernel
+from memoptim.optim.rules import Rule
+from memoptim.optim.rules.ops import prepare_grads
+from memoptim.policy import draws
+
+#: The memory options of every memory-augmented optimizer and their defaults (this project's
+#: semantics); the alternatives reproduce the authors' code or serve as ablations.
+MEMORY_OPTIONS: dict[str, Any] = {
+    "aggregation": "capacity",  # or "filled": divide the buffer sum by the filled slots
+    "first_step": "step",  # or "seed": step 1 of critical momenta only seeds the buffer with g_1
+    "policy": "norm",  # or "random": a seeded draw replaces, the key no longer decides
+    "replace_prob": 1.0,  # random policy: probability that a full buffer takes the offer
+    "policy_seed": 0,  # random policy: seed of the draws (see memoptim.policy)
+}
+
+
+#: Every keyword a memory-augmented optimizer accepts on top of its rule's, with its default.
+MEMORY_DEFAULTS: dict[str, Any] = {"buffer_size": 5, "decay": 0.7, "priority": "group", "buffer_dtype": None,
+                                   "memory": True, **MEMORY_OPTIONS}
+
+
+class RuleOptimizer(BaseOptimizer):
+    """An optimizer that runs one base rule (:mod:`memoptim.optim.rules`) under one memory mode."""
+
+    rule: ClassVar[Rule]
+    memory_mode: ClassVar[str] = NONE
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]):
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._validate_group(group)
+
+    def _rule_for(self, group: dict[str, Any]) -> Rule:
+        return self.rule
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        self._rule_for(group).validate(group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = run_closure(closure)
+        for group in self.param_groups:
+            rule = self._rule_for(group)
+            got = rule.collect(self, group)
+            if not got.params:
+                continue
+            params, states = self._step_group(group, kernel(rule, self.memory_mode), got.params, got.grads,
+                                              got.states, got.steps, rule.hyper(group))
+            rule.store(self, params, states, group)
+        return loss
+
+    def _step_group(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
+                    grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
+                    hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
+        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), steps=steps)
+        run(params, grads, *states, steps, lr=lr, foreach=foreach, **hyper)
+        return params, states
+
+
+class MemoryOptimizer(RuleOptimizer):
+    """Base class of the optimizers with a critical buffer.
+
+    Every parameter group carries ``buffer_size`` (capacity :math:`C`), ``decay``
+    (:math:`\\lambda`), ``priority`` (``"group"`` or ``"tensor"``), ``buffer_dtype``,
+    ``memory`` (``True`` while the buffer is in use; see :meth:`disable_memory`) and the
+    memory options of :data:`MEMORY_OPTIONS`.
+    """
+
+    #: Keywords of one class only (name -> default), accepted on top of the shared ones.
+    _rule_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]):
+        super().__init__(params, {"memory": True, **MEMORY_OPTIONS, **defaults})
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        V.check_memory_group(group)
+        super()._validate_group(group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("memory", True)
+            group.setdefault("buffer_dtype", None)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+            group.setdefault("maximize", False)
+            for name, value in {**MEMORY_OPTIONS, **self._rule_options}.items():
+                group.setdefault(name, value)
+
+    # ------------------------------------------------------------ memory switch
+    def disable_memory(self) -> None:
+        """Switch the critical buffer off for good, in every group, and free it.
+
+        From the next step on the optimizer computes its base rule as if its
+        buffer were empty forever (:math:`\\operatorname{aggr}(x, B) = x`); all
+        other state (moments, step counts) is kept.  To do this for one group
+        only, set ``group["memory"] = False``: the buffer is freed at that
+        group's next step.
+        """
+        for group in self.param_groups:
+            group["memory"] = False
+            self._free_buffers(group)
+
+    def _free_buffers(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if p in self.state:
+                CriticalBuffer.clear_state(self.state[p])
+
+    def _buffers(self, group: dict[str, Any], params: list[Tensor]) -> list[CriticalBuffer] | None:
+        """The buffers of ``params`` (created lazily), or ``None`` if the memory is off."""
+        if not group["memory"]:
+            self._free_buffers(group)
+            return None
+        capacity = group["buffer_size"]
+        out = []
+        for p in params:
+            state = self.state[p]
+            if STATE_KEYS[0] not in state:
+                CriticalBuffer.init_state(state, p, capacity, group["buffer_dtype"])
+            buf = CriticalBuffer.from_state(state, settle=False)  # see _defer
+            buf.aggregation = group["aggregation"]
+            if buf.capacity != capacity:
+                raise ValueError(
+                    f"buffer_size of a param group changed from {buf.capacity} to {capacity}; "
+                    "the capacity of an existing buffer cannot change"
+                )
+            out.append(buf)
+        return out
+
+    # ------------------------------------------------------------ the step protocol
+    def _step_group(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
+                    grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
+                    hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
+        """One group's step.  Order: buffers, execution path, deferral, keys, the policy's draws,
+        the authors' seeding step (``first_step="seed"``), the kernel, a deferred offer's
+        decision, the periodic resync.  Returns the ``params`` and ``states`` the kernel stepped
+        (all but the seeded tensors), so the rule can store state the kernel created."""
+        buffers = self._buffers(group, params)
+        seeding = self._seeding(group, eager, steps)
+        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), buffers, steps)
+        pending = None if seeding else self._defer(eager, run, group, params, buffers)
+        if seeding:
+            self._settle(params)
+        keys = None
+        if buffers is not None and pending is None:
+            keys = self._keys(group, grads, True, is_native(run))
+            draws(group, buffers, steps)
+        all_buffers, all_steps = buffers, steps
+        if seeding:
+            self._seed_buffers(group, hyper, _pick(params, seeding), _pick(grads, seeding),
+                               _pick(steps, seeding), _pick(buffers, seeding), _pick(keys, seeding))
+            rest = [i for i in range(len(params)) if i not in set(seeding)]
+            params, grads, steps = _pick(params, rest), _pick(grads, rest), _pick(steps, rest)
+            buffers, keys = _pick(buffers, rest), _pick(keys, rest)
+            states = [_pick(xs, rest) if len(xs) else xs for xs in states]  # amsgrad off: an empty list
+        if params:
+            norms = run(params, grads, *states, steps, buffers, keys, lr=lr, foreach=foreach,
+                        decay=group["decay"], **hyper, **({} if pending is None else {"pending": pending}))
+            if pending is not None:
+                native.offer_deferred(keys_from_norms(group, grads, norms), buffers, pending, group["decay"])
+        self._maybe_resync(all_buffers, all_steps, run)
+        return params, states
+
+    def _seeding(self, group: dict[str, Any], eager: Callable[..., Any], steps: list[Tensor]) -> list[int]:
+        """Indices of the tensors whose step 1 is the authors' seeding step (critical momenta
+        with ``first_step="seed"`` only)."""
+        if group["first_step"] != "seed" or eager.memory != CRITICAL_MOMENTA:
+            return []
+        return [i for i, s in enumerate(steps) if int(s) == 0]
+
+    def _seed_buffers(self, group: dict[str, Any], hyper: dict[str, Any], params: list[Tensor],
+                      grads: list[Tensor], steps: list[Tensor], buffers: list[CriticalBuffer] | None,
+                      keys: Tensor | None) -> None:
+        r"""The authors' step 1 of critical momenta: offer :math:`g_1` (after ``maximize`` and L2)
+        to the buffer and count the step; :math:`\theta` moves only by decoupled weight decay and
+        the momenta stay zero, so the first real step has :math:`t = 2`."""
+        g = prepare_grads(params, grads, lr=float(group["lr"]), weight_decay=group["weight_decay"],
+                          decoupled=self._rule_for(group).decoupled(hyper), maximize=group["maximize"],
+                          foreach=False)
+        for s in steps:
+            s.add_(1.0)
+        if buffers is not None:
+            offer(buffers, keys, g, group["decay"])
+
+    # ------------------------------------------------------------ deferred offers
+    def _defer(self, eager: Callable[..., Any], run: Callable[..., Any], group: dict[str, Any],
+               params: list[Tensor], buffers: list[CriticalBuffer] | None) -> list[Tensor] | None:
+        """The pending-offer entries of ``params`` if this step defers its offer, else ``None``.
+
+        The one place deferral is decided.  Deferred: the native kernel runs, it can defer this
+        pair (:func:`memoptim.optim.native.defers`: critical momenta), the offered momentum
+        outlives the step (:meth:`memoptim.optim.rules.Rule.momentum_state`), and the keys
+        depend on this optimizer's gradients only (also under DDP; not group keys under ZeRO).
+        Then the kernel's single pass stores the previous step's accepted momentum and returns
+        the gradient norms, from which this step's offers are decided -- one pass over the
+        gradients fewer, and no separate write of the slot.  Any other path first completes an
+        offer left pending by an earlier native step.
+        """
+        entry = self._rule_for(group).momentum_state(group)
+        if (buffers is not None and is_native(run) and native.defers(eager) and entry is not None
+                and local_keys(self, group)):
+            return [CriticalBuffer.pending_state(self.state[p], entry) for p in params]
+        self._settle(params)
+        return None
+
+    def _settle(self, params: Iterable[Tensor]) -> None:
+        """Complete the pending offers of ``params`` (cheap when there are none)."""
+        for p in params:
+            state = self.state.get(p)
+            if state is not None and PENDING_KEYS[0] in state:
+                CriticalBuffer.settle_state(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._settle(p for g in self.param_groups for p in g["params"])
+        return super().state_dict()
+
+    def _keys(self, group: dict[str, Any], grads: list[Tensor], foreach: bool,
+              native_norms: bool = False) -> Tensor:
+        """Priority keys, one per tensor (:func:`memoptim.optim.keys.priority_keys`);
+        ``native_norms``: the norms come from the native kernel's single read of each gradient."""
+        return priority_keys(self, group, grads, foreach, native.grad_norms if native_norms else None)
+
+    @staticmethod
+    def _maybe_resync(buffers: list[CriticalBuffer] | None, steps: list[Tensor],
+                      run: Callable[..., None] | None = None) -> None:
+        """Recompute running sums exactly every :data:`RESYNC_INTERVAL` steps (bounded drift).
+
+        The native kernels do this themselves (``run``: the kernel that ran the step)."""
+        if buffers is None or (run is not None and is_native(run)):
+            return
+        for b, s in zip(buffers, steps):
+            if int(s) % RESYNC_INTERVAL == 0:
+                b.resync()
+
+    # ------------------------------------------------------------ checkpoints
+    def _check_loadable(self, state_dict: dict[str, Any]) -> None:
+        super()._check_loadable(state_dict)
+        for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
+            if saved["buffer_size"] != group["buffer_size"]:
+                raise ValueError(
+                    f"param group {i}: the state dict has buffer_size={saved['buffer_size']}, "
+                    f"this optimizer buffer_size={group['buffer_size']}; refusing to mix them"
+                )
+            for pid in saved["params"]:
+                values = state_dict["state"].get(pid, {}).get("critical_values")
+                if values is not None and values.shape[0] != saved["buffer_size"]:
+                    raise ValueError(
+                        f"param group {i}: a stored buffer has {values.shape[0]} slots, "
+                        f"buffer_size says {saved['buffer_size']}"
+                    )
+
+    def _optional_keys(self) -> set[str]:
+        return super()._optional_keys() | {"memory", "buffer_dtype", *MEMORY_OPTIONS, *self._rule_options}
+
+    def _load_checked(self, state_dict: dict[str, Any]) -> None:
+        # torch casts floating state to the parameter's dtype on load; the buffer keeps
+        # its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64
+        # counts), so it is set aside and restored after the generic load.
+        state = state_dict["state"]
+        kept = {pid: {k: st[k] for k in STATE_KEYS if k in st} for pid, st in state.items()}
+        stripped = dict(state_dict)
+        stripped["state"] = {
+            pid: {k: v for k, v in st.items() if k not in STATE_KEYS} for pid, st in state.items()
+        }
+        super()._load_checked(stripped)
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        for pid, p in zip(saved_ids, params):
+            for k, v in kept.get(pid, {}).items():
+                self.state[p][k] = v.to(device=p.device, copy=True)
+
+
+def _pick(xs: Any, idx: list[int]) -> Any:
+    """The entries ``idx`` of a per-tensor list or of a ``(N,)`` key tensor (``None`` stays ``None``)."""
+    if xs is None:
+        return None
+    return xs[idx] if isinstance(xs, Tensor) else [xs[i] for i in idx]

@@ -1,0 +1,82 @@
+r"""Buffer policies: which slot of a critical buffer an offer takes, if any.
+
+A policy decides, for every buffer of a group at once and on the device, the slot each offer
+goes to and whether it is accepted; the buffer (:func:`memoptim.buffer.offer`) then stores the
+value, moves the running sum and decays the keys.  While a buffer has a free slot every policy
+fills the first free one; they differ once it is full.  A non-finite key is never accepted.
+
+* ``"norm"`` (default; the paper's priority): the slot with the smallest key, replaced iff the
+  offered key is larger (ties do not replace);
+* ``"random"`` (an ablation of the key): a uniformly drawn slot, replaced with probability
+  ``replace_prob`` -- the same fill, with the key no longer deciding.  The draws are a pure
+  function of ``(policy_seed, step)`` (:func:`replacement_draw`), so runs resume exactly.
+
+Adding a policy: write its decision function and list it in :data:`POLICIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["POLICIES", "choose_slots", "draws", "replacement_draw"]
+
+#: ``(stacked keys (N, C), offered keys (N,), draws) -> (slot (N, 1), current key (N,), accept (N,))``.
+Decision = Callable[[Tensor, Tensor, Sequence[tuple[bool, int]] | None], tuple[Tensor, Tensor, Tensor]]
+
+
+def norm_priority(stacked: Tensor, keys: Tensor, draws: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The first free slot, else the smallest key; accepted iff the offered key is larger."""
+    slot = stacked.argmin(dim=1, keepdim=True)  # -inf marks a free slot, found before any key
+    current = stacked.gather(1, slot).squeeze(1)
+    # A NaN key compares False; an infinite one is excluded explicitly.
+    return slot, current, torch.isfinite(keys) & (keys > current)
+
+
+def random_replacement(stacked: Tensor, keys: Tensor,
+                       draws: Sequence[tuple[bool, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """The first free slot, else the drawn slot; accepted if free, else with the drawn chance."""
+    slot = stacked.argmin(dim=1, keepdim=True)
+    # Host-side draws: on an accelerator their copy to the device waits for queued work, a
+    # cost of this ablation only (the default policy decides on the device).
+    drawn = torch.tensor([d[0] for d in draws]).to(stacked.device)
+    j = torch.tensor([[d[1]] for d in draws]).to(stacked.device)
+    free = torch.isneginf(stacked).any(dim=1)
+    slot = torch.where(free.unsqueeze(1), slot, j)
+    current = stacked.gather(1, slot).squeeze(1)
+    return slot, current, torch.isfinite(keys) & (free | drawn)
+
+
+#: name -> decision; the names are the values of the optimizers' ``policy`` option.
+POLICIES: dict[str, Decision] = {"norm": norm_priority, "random": random_replacement}
+
+
+def choose_slots(stacked: Tensor, keys: Tensor,
+                 draws: Sequence[tuple[bool, int]] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The decision of the policy in force: the random one when ``draws`` were made for this step."""
+    return (norm_priority if draws is None else random_replacement)(stacked, keys, draws)
+
+
+def replacement_draw(policy_seed: int, step: int, capacity: int, replace_prob: float) -> tuple[bool, int]:
+    r"""The random policy's decision for the offer of a tensor's ``step`` (1-based): ``(accept, slot)``.
+
+    With ``gen = torch.Generator().manual_seed(policy_seed * 1_000_003 + step)``, first
+    :math:`u \sim U[0, 1)` (float64), then :math:`j \sim U\{0, ..., C-1\}`; a full buffer stores
+    the offer in slot :math:`j` iff :math:`u <` ``replace_prob``.  Tensors at the same step share
+    the draw, so a group with shared keys stays one buffer.
+    """
+    gen = torch.Generator().manual_seed(policy_seed * 1_000_003 + step)
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    j = int(torch.randint(0, capacity, (), generator=gen))
+    return u < replace_prob, j
+
+
+def draws(group: dict[str, Any], buffers: Sequence[Any], steps: Sequence[Tensor]) -> None:
+    """Attach this step's draws to the buffers of a ``policy="random"`` group (else nothing)."""
+    if group["policy"] != "random":
+        return
+    for b, s in zip(buffers, steps):
+        b.draw = replacement_draw(group["policy_seed"], int(s) + 1, b.capacity, group["replace_prob"])
