@@ -2,7 +2,7 @@ r"""The critical buffer shared by every memory-augmented optimizer.
 
 A critical buffer :math:`B` holds up to :math:`C` tensors ("critical" gradients
 or momenta), each with a scalar priority key.  Per step, in this order
-(paper Algorithm 1, spec "The critical buffer"):
+(paper Algorithm 1; ``docs/semantics.md``, "The critical buffer"):
 
 1. **aggregate** with the buffer as it was before this step (paper eq. 6)
 

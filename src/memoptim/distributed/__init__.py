@@ -5,7 +5,7 @@ averaged gradients, so every rank computes the same keys and the same update.
 Two situations need care, and this module provides it.
 
 **Sharded parameters (FSDP2, DTensor).**  The priority key of a tensor is
-:math:`\|g\|_2` of its *full* gradient (spec "The critical buffer"; paper
+:math:`\|g\|_2` of its *full* gradient (``docs/semantics.md``, "The critical buffer"; paper
 Algorithm 1), and in ``priority="group"`` mode the sum of those norms over the
 group.  A rank holding the shard :math:`g^{(r)}` must therefore not use
 :math:`\|g^{(r)}\|_2` but

@@ -13,6 +13,7 @@ unsharded run would (see :mod:`memoptim.distributed`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,22 +21,23 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from memoptim.buffer import key_dtype
 from memoptim.distributed.sharding import is_dtensor
 from memoptim.distributed.zero import full_group_grads, zero_owner
 
-__all__ = ["grad_norms", "is_distributed", "key_dtype", "keys_from_norms", "local_keys", "priority_keys"]
+__all__ = ["grad_norms", "is_distributed", "keys_dtype", "keys_from_norms", "local_keys", "priority_keys"]
 
 
 def priority_keys(optimizer: Optimizer, group: dict[str, Any], grads: list[Tensor], foreach: bool,
                   norms: Callable[[list[Tensor]], Tensor] | None = None) -> Tensor:
     """The ``(len(grads),)`` keys of one group's step.  ``norms``: a faster way to the gradient
     norms (the native kernel's single read of each gradient); not used when distributed."""
-    dtype = key_dtype(grads)
+    dtype = keys_dtype(grads)
     if is_distributed():
         zero = zero_owner(optimizer) if group["priority"] == "group" else None
         if zero is not None:
             full = full_group_grads(zero, optimizer, group)
-            dtype = key_dtype([*grads, *full])
+            dtype = keys_dtype([*grads, *full])
             return grad_norms(full, foreach, dtype).sum().expand(len(grads))
         return keys_from_norms(group, grads, grad_norms(grads, foreach, dtype))
     if norms is not None:
@@ -45,7 +47,7 @@ def priority_keys(optimizer: Optimizer, group: dict[str, Any], grads: list[Tenso
 
 def keys_from_norms(group: dict[str, Any], grads: Sequence[Tensor], norms: Tensor) -> Tensor:
     """The keys from the ``(N,)`` gradient norms: each norm, or their group sum."""
-    norms = norms.to(key_dtype(grads))
+    norms = norms.to(keys_dtype(grads))
     if group["priority"] == "group":
         return norms.sum().expand(len(grads))
     return norms
@@ -58,8 +60,9 @@ def local_keys(optimizer: Optimizer, group: dict[str, Any]) -> bool:
     return not is_distributed() or group["priority"] != "group" or zero_owner(optimizer) is None
 
 
-def key_dtype(grads: Sequence[Tensor]) -> torch.dtype:
-    return torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+def keys_dtype(grads: Sequence[Tensor]) -> torch.dtype:
+    """The dtype of a group's keys: the widest :func:`memoptim.buffer.key_dtype` of its gradients."""
+    return functools.reduce(torch.promote_types, (key_dtype(g.dtype) for g in grads), torch.float32)
 
 
 def is_distributed() -> bool:

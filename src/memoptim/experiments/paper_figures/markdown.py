@@ -7,15 +7,12 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from memoptim.experiments.paper_figures.scale import TASK, Scale
+from memoptim.experiments.paper_figures.scale import TASK, Scale, fmt
 
-if TYPE_CHECKING:  # runs imports this module (for fmt)
+if TYPE_CHECKING:
     from memoptim.experiments.paper_figures.runs import Runner
 
-
-def fmt(value: float) -> str:
-    """A float as the report and the run directories write it (``%g``: 0.001, 1e-05)."""
-    return f"{value:g}"
+__all__ = ["fmt", "markdown_table", "num"]
 
 
 def num(x: float, digits: int = 3) -> str:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memoptim.experiments.paper_figures.markdown import fmt
-from memoptim.experiments.paper_figures.scale import ARTIFACTS, TASK, Scale
+from memoptim.experiments.paper_figures.scale import ARTIFACTS, TASK, Scale, fmt
 from memoptim.experiments.tasks import Task, build_task
 from memoptim.experiments.train import SUMMARY, read_metrics, train
 

@@ -54,3 +54,8 @@ FULL = Scale("full", subset=4000, eval_subset=1500, epochs=3, seeds=(0, 1, 2), b
 QUICK = Scale("quick", subset=64, eval_subset=32, epochs=1, seeds=(0,), batch_size=32,
               lr=1e-3, lr_grid=(1e-3, 3e-3), sharpness_iters=2,
               m_sharpness_batches=2)  # fmt: skip
+
+
+def fmt(value: float) -> str:
+    """A float as the report and the run directories write it (``%g``: 0.001, 1e-05)."""
+    return f"{value:g}"
