@@ -145,8 +145,9 @@ def supports(params: Sequence[Tensor], grads: Sequence[Tensor], *states: Sequenc
     plist = list(params)
     lists = [[p if t is None else t for p, t in zip(plist, s)] if len(s) else [] for s in states]
     values, sums, keys, _, _ = _buffer_lists(buffers, None)
-    return _module.supports(plist, list(grads), lists, list(steps) or [torch.zeros(())] * len(plist),
-                            values, sums, keys)
+    return _module.supports(params=plist, grads=list(grads), states=lists,
+                            steps=list(steps) or [torch.zeros(())] * len(plist), values=values, sums=sums,
+                            keys=keys)
 
 
 def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
@@ -157,7 +158,7 @@ def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
 def grad_norms(grads: Sequence[Tensor]) -> Tensor:
     """``||g||_2`` of every tensor as a float64 tensor of shape ``(N,)`` (one read of each;
     chunked partial sums added in a fixed order, so independent of the thread count)."""
-    return _load().grad_norms(_dense(grads))
+    return _load().grad_norms(tensors=_dense(grads))
 
 
 def _buffer_lists(buffers: Sequence[CriticalBuffer] | None, keys: Tensor | None):
@@ -171,15 +172,17 @@ def _buffer_lists(buffers: Sequence[CriticalBuffer] | None, keys: Tensor | None)
 _NO_KEYS = torch.empty(0, dtype=torch.float64)
 
 
-def _adam(mode: int, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *,
+def _adam(variant: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *,
           lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, decay,
           pending=None) -> Tensor | None:
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    norms = _load().adam_step(list(params), _dense(grads), list(exp_avgs), list(exp_avg_sqs),
-                              list(max_exp_avg_sqs) if amsgrad else [], list(steps), values, sums, bkeys,
-                              repl, offered, float(lr), beta1, beta2, float(eps), float(weight_decay),
-                              bool(amsgrad), bool(decoupled_weight_decay), bool(maximize), float(decay),
-                              mode, RESYNC_INTERVAL, list(pending or ()))
+    norms = _load().adam_step(
+        params=list(params), grads=_dense(grads), exp_avgs=list(exp_avgs), exp_avg_sqs=list(exp_avg_sqs),
+        max_exp_avg_sqs=list(max_exp_avg_sqs) if amsgrad else [], steps=list(steps), values=values,
+        sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=float(lr), beta1=beta1, beta2=beta2,
+        eps=float(eps), weight_decay=float(weight_decay), amsgrad=bool(amsgrad),
+        decoupled=bool(decoupled_weight_decay), maximize=bool(maximize), decay=float(decay),
+        variant=variant, resync_interval=RESYNC_INTERVAL, pending=list(pending or ()))
     return norms if pending is not None else None
 
 
@@ -192,23 +195,24 @@ def adam_cm(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffer
     ignored, the pass stores the previous step's accepted momentum and returns the gradient
     norms, from which the caller makes this step's offers with :func:`offer_deferred`.
     """
-    return _adam(0, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys,
+    return _adam("adam+cm", params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys,
                  pending=pending, **hyper)
 
 
 def adam_cg(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *, foreach=None,
             **hyper) -> None:
     """Native :func:`memoptim.optim.functional.adam_cg`."""
-    _adam(1, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, **hyper)
+    _adam("adam+cg", params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, **hyper)
 
 
 def adamomentum(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, foreach=None,
                 **hyper) -> None:
     """Native :func:`memoptim.optim.functional.adamomentum`."""
-    _adam(2, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, None, None, decay=1.0, **hyper)
+    _adam("adamomentum", params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, None, None, decay=1.0,
+          **hyper)
 
 
-def _sgd(mode: int, params, grads, momentum_buffers, steps, buffers, keys, *, lr, momentum, dampening,
+def _sgd(variant: str, params, grads, momentum_buffers, steps, buffers, keys, *, lr, momentum, dampening,
          weight_decay, maximize, decay, pending=None) -> Tensor | None:
     seed: list[int] = []
     moms: list[Tensor] = []
@@ -219,9 +223,12 @@ def _sgd(mode: int, params, grads, momentum_buffers, steps, buffers, keys, *, lr
                 momentum_buffers[i] = torch.zeros_like(params[i], memory_format=torch.contiguous_format)
         moms = list(momentum_buffers)
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    norms = _load().sgd_step(list(params), _dense(grads), moms, seed, list(steps), values, sums, bkeys, repl,
-                             offered, float(lr), float(momentum), float(dampening), float(weight_decay),
-                             bool(maximize), float(decay), mode, RESYNC_INTERVAL, list(pending or ()))
+    norms = _load().sgd_step(
+        params=list(params), grads=_dense(grads), momentum_buffers=moms, seed=seed, steps=list(steps),
+        values=values, sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=float(lr),
+        momentum=float(momentum), dampening=float(dampening), weight_decay=float(weight_decay),
+        maximize=bool(maximize), decay=float(decay), variant=variant, resync_interval=RESYNC_INTERVAL,
+        pending=list(pending or ()))
     return norms if pending is not None else None
 
 
@@ -229,17 +236,18 @@ def sgd_cm(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=Non
            **hyper) -> Tensor | None:
     """Native :func:`memoptim.optim.functional.sgd_cm`; ``pending`` as for :func:`adam_cm`
     (only with ``momentum > 0``: the offered momentum must outlive the step)."""
-    return _sgd(0, params, grads, momentum_buffers, steps, buffers, keys, pending=pending, **hyper)
+    return _sgd("sgd+cm", params, grads, momentum_buffers, steps, buffers, keys, pending=pending, **hyper)
 
 
 def offer_deferred(keys: Tensor, buffers: Sequence[CriticalBuffer], pending: Sequence[Tensor],
                    decay: float) -> None:
     """Make a deferred step's offers once its ``keys`` are known: decide insert/replace per
     buffer, decay the keys and record the accepted slot (or -1) in ``pending``."""
-    _load().offer_deferred(keys.to(torch.float64).contiguous(), [b.keys for b in buffers],
-                           [b.replacements_tensor for b in buffers], list(pending), float(decay))
+    _load().offer_deferred(keys=keys.to(torch.float64).contiguous(), buffer_keys=[b.keys for b in buffers],
+                           replacements=[b.replacements_tensor for b in buffers], pending=list(pending),
+                           decay=float(decay))
 
 
 def sgd_cg(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:
     """Native :func:`memoptim.optim.functional.sgd_cg`."""
-    _sgd(1, params, grads, momentum_buffers, steps, buffers, keys, **hyper)
+    _sgd("sgd+cg", params, grads, momentum_buffers, steps, buffers, keys, **hyper)

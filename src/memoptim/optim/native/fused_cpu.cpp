@@ -32,6 +32,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace {
@@ -646,7 +647,21 @@ Tensor run_items(const std::vector<Job>& jobs, const TensorList& grads, const st
   return norms_from(items, partial, grads.size());
 }
 
-// One Adam+CM (mode 0), Adam+CG (mode 1) or AdaMomentum (mode 2) step over a group's tensors.
+// The rule a kernel call runs, named as the registry names it.
+AdamMode adam_mode(const std::string& variant) {
+  if (variant == "adam+cm") return kCriticalMomenta;
+  if (variant == "adam+cg") return kCriticalGradients;
+  TORCH_CHECK(variant == "adamomentum", "memoptim native kernel: unknown Adam variant '", variant, "'");
+  return kAdaMomentum;
+}
+
+SGDMode sgd_mode(const std::string& variant) {
+  if (variant == "sgd+cm") return kSGDCriticalMomenta;
+  TORCH_CHECK(variant == "sgd+cg", "memoptim native kernel: unknown SGD variant '", variant, "'");
+  return kSGDCriticalGradients;
+}
+
+// One Adam+CM, Adam+CG or AdaMomentum step (``variant``) over a group's tensors.
 // `pending` non-empty (critical momenta only): the offer is deferred -- the pass stores the
 // previous step's accepted momentum and returns the gradient norms; offer_deferred follows.
 Tensor adam_step(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
@@ -654,8 +669,9 @@ Tensor adam_step(const TensorList& params, const TensorList& grads, const Tensor
                const TensorList& steps, const TensorList& values, const TensorList& sums,
                const TensorList& keys, const TensorList& replacements, const Tensor& offered,
                double lr, double beta1, double beta2, double eps, double weight_decay,
-               bool amsgrad, bool decoupled, bool maximize, double decay, int64_t mode,
+               bool amsgrad, bool decoupled, bool maximize, double decay, const std::string& variant,
                int64_t resync_interval, const TensorList& pending) {
+  const int64_t mode = adam_mode(variant);
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
   const bool deferred = !pending.empty();
   TORCH_CHECK(!deferred || (bufs.on() && mode == kCriticalMomenta),
@@ -694,15 +710,16 @@ Tensor adam_step(const TensorList& params, const TensorList& grads, const Tensor
   });
 }
 
-// One SGD+CM (mode 0) or SGD+CG (mode 1) step.  momentum_buffers is empty when momentum is 0;
+// One SGD+CM or SGD+CG step (``variant``).  momentum_buffers is empty when momentum is 0;
 // seed[i] != 0 marks a momentum buffer created (zero-filled) this step: b_1 = x_1.  `pending`:
 // as for adam_step (SGD+CM with momentum only).
 Tensor sgd_step(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
               const std::vector<int64_t>& seed, const TensorList& steps, const TensorList& values,
               const TensorList& sums, const TensorList& keys, const TensorList& replacements,
               const Tensor& offered, double lr, double momentum, double dampening,
-              double weight_decay, bool maximize, double decay, int64_t mode,
+              double weight_decay, bool maximize, double decay, const std::string& variant,
               int64_t resync_interval, const TensorList& pending) {
+  const int64_t mode = sgd_mode(variant);
   const Buffers bufs{values, sums, keys, replacements, offered, decay};
   const bool deferred = !pending.empty();
   TORCH_CHECK(!deferred || (bufs.on() && mode == kSGDCriticalMomenta && !momentum_buffers.empty()),
@@ -743,9 +760,26 @@ Tensor sgd_step(const TensorList& params, const TensorList& grads, const TensorL
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("supports", &supports, "whether the kernels handle these tensors");
-  m.def("grad_norms", &grad_norms, "L2 norm of every tensor (float64)");
-  m.def("adam_step", &adam_step, "fused Adam+CM / Adam+CG / AdaMomentum step");
-  m.def("sgd_step", &sgd_step, "fused SGD+CM / SGD+CG step");
-  m.def("offer_deferred", &offer_deferred, "the offers of a deferred step, once its keys are known");
+  namespace py = pybind11;
+  // Every argument by keyword: the Python wrappers name each one (no positional lists of 20).
+  m.def("supports", &supports, "whether the kernels handle these tensors", py::arg("params"),
+        py::arg("grads"), py::arg("states"), py::arg("steps"), py::arg("values"), py::arg("sums"),
+        py::arg("keys"));
+  m.def("grad_norms", &grad_norms, "L2 norm of every tensor (float64)", py::arg("tensors"));
+  m.def("adam_step", &adam_step, "fused Adam+CM / Adam+CG / AdaMomentum step", py::kw_only(),
+        py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+        py::arg("max_exp_avg_sqs"), py::arg("steps"), py::arg("values"), py::arg("sums"),
+        py::arg("keys"), py::arg("replacements"), py::arg("offered"), py::arg("lr"), py::arg("beta1"),
+        py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("amsgrad"),
+        py::arg("decoupled"), py::arg("maximize"), py::arg("decay"), py::arg("variant"),
+        py::arg("resync_interval"), py::arg("pending"));
+  m.def("sgd_step", &sgd_step, "fused SGD+CM / SGD+CG step", py::kw_only(), py::arg("params"),
+        py::arg("grads"), py::arg("momentum_buffers"), py::arg("seed"), py::arg("steps"),
+        py::arg("values"), py::arg("sums"), py::arg("keys"), py::arg("replacements"),
+        py::arg("offered"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
+        py::arg("weight_decay"), py::arg("maximize"), py::arg("decay"), py::arg("variant"),
+        py::arg("resync_interval"), py::arg("pending"));
+  m.def("offer_deferred", &offer_deferred, "the offers of a deferred step, once its keys are known",
+        py::kw_only(), py::arg("keys"), py::arg("buffer_keys"), py::arg("replacements"),
+        py::arg("pending"), py::arg("decay"));
 }
