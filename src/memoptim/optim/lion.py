@@ -27,8 +27,9 @@ _ARGS = r"""
         fused: no fused kernel exists for Lion; ``True`` runs the multi-tensor path.
 """
 _MEMORY_ARGS = r"""
-        buffer_size, decay, priority, buffer_dtype, memory, aggregation, first_step, policy,
-        replace_prob, policy_seed: the memory options, keyword-only, as for :class:`memoptim.AdamCM`.
+        **memory: the memory options, keyword-only, as for :class:`memoptim.AdamCM`: ``buffer_size``,
+            ``decay``, ``priority``, ``buffer_dtype``, ``memory``, ``aggregation``, ``first_step``,
+            ``policy``, ``replace_prob``, ``policy_seed``.
 """
 
 
