@@ -126,3 +126,18 @@ def test_lion_refuses_bad_arguments_with_one_line_errors():
 def test_registry_names_build_the_lion_classes(name, cls):
     opt = memoptim.create_optimizer(name, [torch.zeros(2, requires_grad=True)], lr=1e-4)
     assert type(opt).__name__ == cls
+
+
+@pytest.mark.parametrize("name", ["lion", "lion+cg", "lion+cm"])
+def test_the_toy_lab_runs_lion_with_its_buffer_diagnostics(name):
+    from memoptim.lab.surfaces import goldstein_price
+    from memoptim.lab.toy import MEMORY_OPTIMIZERS, run_toy
+
+    x0 = torch.tensor([[0.5, -0.5], [-1.0, 1.0]], dtype=torch.float64)
+    run = run_toy(goldstein_price, x0, name, {"lr": 0.01}, steps=40, lr_drop_at=None,
+                  diagnostics_every=10 if name in MEMORY_OPTIMIZERS else 0)
+    assert run.trajectory.shape == (41, 2, 2) and torch.isfinite(run.losses).all()
+    assert (run.final_loss < run.losses[0]).all()  # it descends
+    assert (name in MEMORY_OPTIMIZERS) == (name != "lion")
+    if name != "lion":
+        assert (run.diagnostics["filled"][-1] > 0).all()

@@ -65,6 +65,8 @@ class Entry:
             the others).
         fixed: the values a CPU sweep holds fixed (the paper's defaults).
         paper: whether the paper compares it (else an ablation, a variant or an extension).
+        memory: whether it takes the memory options (``buffer_size``, ``decay``, ``priority``, ...).
+        sam: whether it wraps its base in SAM (two gradient evaluations per step, a closure).
     """
 
     build: Callable[..., Optimizer]
@@ -73,6 +75,16 @@ class Entry:
     searched: tuple[str, ...] = ("lr",)
     fixed: dict[str, Any] = field(default_factory=dict)
     paper: bool = False
+    memory: bool = False
+    sam: bool = False
+
+
+def _memory(build: Callable[..., Optimizer], label: str, family: str, searched: tuple[str, ...],
+            fixed: dict[str, Any], **flags: Any) -> Entry:
+    """The entry of an optimizer with a critical buffer: its rule's search space and fixed values
+    plus the buffer's (``buffer_size``, ``decay``)."""
+    return Entry(build, label, family, (*searched, *_MEMORY_SEARCH), {**fixed, **_MEMORY_FIXED},
+                 memory=True, **flags)
 
 
 #: name -> entry; the paper's optimizers first, in its order, then ablations and extensions.
@@ -80,40 +92,33 @@ REGISTRY: dict[str, Entry] = {
     "adam": Entry(torch.optim.Adam, "Adam", "adam", paper=True),
     "adamw": Entry(torch.optim.AdamW, "AdamW", "adam"),
     "sgd": Entry(torch.optim.SGD, "SGD", "sgd", fixed=_SGD_FIXED, paper=True),
-    "adam+cg": Entry(AdamCG, "Adam+CG", "adam", _ADAM_SEARCH + _MEMORY_SEARCH,
-                     {**_ADAM_FIXED, **_MEMORY_FIXED}, paper=True),
-    "adam+cm": Entry(AdamCM, "Adam+CM", "adam", _ADAM_SEARCH + _MEMORY_SEARCH,
-                     {**_ADAM_FIXED, **_MEMORY_FIXED}, paper=True),
-    "sgd+cg": Entry(SGDCG, "SGD+CG", "sgd", ("lr", *_MEMORY_SEARCH), {**_SGD_FIXED, **_MEMORY_FIXED},
-                    paper=True),
-    "sgd+cm": Entry(SGDCM, "SGD+CM", "sgd", ("lr", *_MEMORY_SEARCH), {**_SGD_FIXED, **_MEMORY_FIXED},
-                    paper=True),
+    "adam+cg": _memory(AdamCG, "Adam+CG", "adam", _ADAM_SEARCH, _ADAM_FIXED, paper=True),
+    "adam+cm": _memory(AdamCM, "Adam+CM", "adam", _ADAM_SEARCH, _ADAM_FIXED, paper=True),
+    "sgd+cg": _memory(SGDCG, "SGD+CG", "sgd", ("lr",), _SGD_FIXED, paper=True),
+    "sgd+cm": _memory(SGDCM, "SGD+CM", "sgd", ("lr",), _SGD_FIXED, paper=True),
     "adam+sam": Entry(_sam_over(torch.optim.Adam), "Adam+SAM", "adam", (*_ADAM_SEARCH, "rho"),
-                      {**_ADAM_FIXED, "rho": 0.05}, paper=True),
+                      {**_ADAM_FIXED, "rho": 0.05}, paper=True, sam=True),
     "adam+sam+cm": Entry(_sam_over(AdamCM), "Adam+SAM+CM", "adam", (*_ADAM_SEARCH, *_MEMORY_SEARCH, "rho"),
-                         {**_ADAM_FIXED, **_MEMORY_FIXED, "rho": 0.05}, paper=True),
+                         {**_ADAM_FIXED, **_MEMORY_FIXED, "rho": 0.05}, paper=True, memory=True, sam=True),
     "adamomentum": Entry(AdaMomentum, "AdaMomentum", "adam", _ADAM_SEARCH, _ADAM_FIXED, paper=True),
-    # ablations and the authors' semantics (see docs/semantics.md)
+    # ablations and the authors' semantics (see docs/semantics.md); adam+cm-nomem never fills a
+    # buffer (v from m only) but takes the memory options like the rule it ablates
     "adam+cm-nomem": Entry(_preset(AdamCM, memory=False), "Adam+CM, no buffer", "adam", _ADAM_SEARCH,
-                           _ADAM_FIXED),  # v from m only: no buffer ever
-    "adam+cm-vg": Entry(_preset(AdamCM, second_moment="gradient"), "Adam+CM, v from g", "adam",
-                        _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),  # the buffer only
-    "adam+cm-random": Entry(_preset(AdamCM, policy="random"), "Adam+CM, random replacement", "adam",
-                            _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
-    "adam+cm-authors": Entry(_preset(AdamCM, **AUTHORS), "Adam+CM (authors')", "adam",
-                             _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
-    "adam+cg-authors": Entry(_preset(AdamCG, **AUTHORS), "Adam+CG (authors')", "adam",
-                             _ADAM_SEARCH + _MEMORY_SEARCH, {**_ADAM_FIXED, **_MEMORY_FIXED}),
-    "sgd+cm-authors": Entry(_preset(SGDCM, **AUTHORS), "SGD+CM (authors')", "sgd", ("lr", *_MEMORY_SEARCH),
-                            {**_SGD_FIXED, **_MEMORY_FIXED}),
-    "sgd+cg-authors": Entry(_preset(SGDCG, **AUTHORS), "SGD+CG (authors')", "sgd", ("lr", *_MEMORY_SEARCH),
-                            {**_SGD_FIXED, **_MEMORY_FIXED}),
+                           _ADAM_FIXED, memory=True),
+    "adam+cm-vg": _memory(_preset(AdamCM, second_moment="gradient"), "Adam+CM, v from g", "adam",
+                          _ADAM_SEARCH, _ADAM_FIXED),  # the buffer only
+    "adam+cm-random": _memory(_preset(AdamCM, policy="random"), "Adam+CM, random replacement", "adam",
+                              _ADAM_SEARCH, _ADAM_FIXED),
+    "adam+cm-authors": _memory(_preset(AdamCM, **AUTHORS), "Adam+CM (authors')", "adam", _ADAM_SEARCH,
+                               _ADAM_FIXED),
+    "adam+cg-authors": _memory(_preset(AdamCG, **AUTHORS), "Adam+CG (authors')", "adam", _ADAM_SEARCH,
+                               _ADAM_FIXED),
+    "sgd+cm-authors": _memory(_preset(SGDCM, **AUTHORS), "SGD+CM (authors')", "sgd", ("lr",), _SGD_FIXED),
+    "sgd+cg-authors": _memory(_preset(SGDCG, **AUTHORS), "SGD+CG (authors')", "sgd", ("lr",), _SGD_FIXED),
     # Lion (Chen et al. 2023) and its memory-augmented forms
     "lion": Entry(Lion, "Lion", "lion", _ADAM_SEARCH, _LION_FIXED),
-    "lion+cg": Entry(LionCG, "Lion+CG", "lion", _ADAM_SEARCH + _MEMORY_SEARCH,
-                     {**_LION_FIXED, **_MEMORY_FIXED}),
-    "lion+cm": Entry(LionCM, "Lion+CM", "lion", _ADAM_SEARCH + _MEMORY_SEARCH,
-                     {**_LION_FIXED, **_MEMORY_FIXED}),
+    "lion+cg": _memory(LionCG, "Lion+CG", "lion", _ADAM_SEARCH, _LION_FIXED),
+    "lion+cm": _memory(LionCM, "Lion+CM", "lion", _ADAM_SEARCH, _LION_FIXED),
 }
 
 #: name -> constructor ``f(params, **hyperparameters)``.

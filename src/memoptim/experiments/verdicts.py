@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memoptim.experiments.protocol import MIN_SEEDS, Tuning, compare, tunings_from_runs
-from memoptim.registry import LABELS
+from memoptim.registry import LABELS, REGISTRY
 
 #: Mechanism contrasts: (optimizer, baseline, what the contrast isolates).
 CONTRASTS: tuple[tuple[str, str, str], ...] = (
@@ -31,8 +31,10 @@ CONTRASTS: tuple[tuple[str, str, str], ...] = (
 
 
 def baseline_of(optimizer: str) -> str:
-    """The family baseline: ``sgd`` for the SGD family, else ``adam``."""
-    return "sgd" if optimizer.startswith("sgd") else "adam"
+    """The family baseline (:data:`memoptim.registry.FAMILIES`): the family's plain rule, ``adam``,
+    ``sgd`` or ``lion``; ``adam`` for a name the registry does not know."""
+    entry = REGISTRY.get(optimizer)
+    return "adam" if entry is None else entry.family
 
 
 def verdict_rows(runs: Sequence[Any], min_seeds: int = MIN_SEEDS) -> list[dict[str, Any]]:

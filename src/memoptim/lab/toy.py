@@ -37,15 +37,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memoptim.registry import OPTIMIZERS
+from memoptim.registry import REGISTRY
 
 __all__ = ["MEMORY_OPTIMIZERS", "SAM_OPTIMIZERS", "ToyRun", "run_toy"]
 
-#: Registry names whose optimizer keeps a critical buffer (the paper's and the ablation variants:
-#: every ``+cm`` / ``+cg`` name; ``adam+cm-nomem`` never fills it but takes the same options).
-MEMORY_OPTIMIZERS = frozenset(n for n in OPTIMIZERS if "+cm" in n or "+cg" in n)
+#: Registry names whose optimizer takes the memory options (``adam+cm-nomem`` never fills a buffer
+#: but takes the same options), from the registry.
+MEMORY_OPTIMIZERS = frozenset(n for n, e in REGISTRY.items() if e.memory)
 #: Registry names that wrap their base in SAM (need two loss evaluations per step).
-SAM_OPTIMIZERS = frozenset({"adam+sam", "adam+sam+cm"})
+SAM_OPTIMIZERS = frozenset(n for n, e in REGISTRY.items() if e.sam)
 
 
 @dataclass
