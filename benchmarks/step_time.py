@@ -20,6 +20,12 @@ the range shows what is left.
 is AdamCM with its offer not deferred (a separate norm pass, as for critical
 gradients): what the deferred offer gains, measured in the same run.
 
+Rows without a flag are the defaults a user gets from ``AdamCM(params)``: the native
+kernel if it is built (``memoptim build-kernels``; the script says which), else the
+multi-tensor path.  Their ratio is to the torch default of the same base rule
+(``torch.optim.Adam(params)`` ...): default against default.  ``foreach`` rows force the
+multi-tensor path.
+
     python benchmarks/step_time.py                     # ~10M parameters, 98 tensors
     python benchmarks/step_time.py --scale 0.1 --rounds 3 --buffer-sizes 5 20
     python benchmarks/step_time.py --keys constant --decay 1.0   # no replacements (ties)
@@ -66,13 +72,17 @@ class _TwoPassAdamCM(memoptim.AdamCM):
     """AdamCM whose native step does not defer the offer (a norm pass, then the update pass
     writing the slot), as for critical gradients: the A/B row for the deferred offer."""
 
-    def _can_defer(self, group: dict) -> bool:
-        return False
+    def _defer(self, eager, run, group, params, buffers):  # type: ignore[no-untyped-def]
+        self._settle(params)
+        return None
 
 
 def build(name: str, params, buffer_size: int, decay: float = 0.7) -> torch.optim.Optimizer:
     mem = {"buffer_size": buffer_size, "decay": decay}
     table: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "torch Adam (default)": lambda: torch.optim.Adam(params),
+        "torch SGD mom. (default)": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9),
+        "torch SGD (default)": lambda: torch.optim.SGD(params, lr=1e-3),
         "torch Adam (fused)": lambda: torch.optim.Adam(params, fused=True),
         "torch Adam (foreach)": lambda: torch.optim.Adam(params, foreach=True),
         "torch SGD mom. (foreach)": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True),
@@ -81,6 +91,11 @@ def build(name: str, params, buffer_size: int, decay: float = 0.7) -> torch.opti
         "torch SGD (fused)": lambda: torch.optim.SGD(params, lr=1e-3, fused=True),
         "AdamCM": lambda: memoptim.AdamCM(params, **mem),
         "AdamCM foreach=False": lambda: memoptim.AdamCM(params, **mem, foreach=False),
+        "AdamCM foreach": lambda: memoptim.AdamCM(params, **mem, foreach=True),
+        "AdamCG foreach": lambda: memoptim.AdamCG(params, **mem, foreach=True),
+        "SGDCM foreach": lambda: memoptim.SGDCM(params, **mem, foreach=True),
+        "SGDCG foreach": lambda: memoptim.SGDCG(params, **mem, foreach=True),
+        "AdaMomentum foreach": lambda: memoptim.AdaMomentum(params, foreach=True),
         "AdamCM fused": lambda: memoptim.AdamCM(params, **mem, fused=True),
         "AdamCM fused two-pass": lambda: _TwoPassAdamCM(params, **mem, fused=True),
         "AdamCG fused": lambda: memoptim.AdamCG(params, **mem, fused=True),
@@ -102,6 +117,9 @@ COUNTERPARTS = {
     "SGD mom.": ["torch SGD mom. (fused)", "torch SGD mom. (foreach)"],
     "SGD": ["torch SGD (fused)", "torch SGD (foreach)"],
 }
+#: The torch default of each base rule: the baseline of the rows without a flag.
+DEFAULTS = {"Adam": "torch Adam (default)", "SGD mom.": "torch SGD mom. (default)",
+            "SGD": "torch SGD (default)"}
 BASE_RULE = {"AdamCM": "Adam", "AdamCG": "Adam", "AdaMomentum": "Adam", "SGDCM": "SGD mom.",
              "SGDCG": "SGD"}
 #: State copies of the parameters per optimizer (C = buffer size): moments, slots, running sum.
@@ -127,6 +145,10 @@ def main() -> None:
     n = sum(torch.Size(s).numel() for s in shapes)
     print(f"{len(shapes)} tensors, {n / 1e6:.2f}M float32 parameters, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+    from memoptim.optim.native import is_built
+
+    print("rows without a flag (defaults): " + ("the native kernel (built)" if is_built() else
+          "the multi-tensor path (native kernel not built: memoptim build-kernels)"))
 
     names = row_names(args.buffer_sizes, args.only)
     runs: Runs = {}
@@ -164,12 +186,13 @@ def parse_args() -> argparse.Namespace:
 def row_names(buffer_sizes: list[int], only: list[str] | None) -> list[str]:
     """The table's rows: the torch.optim counterparts, each memoptim optimizer at each buffer size
     (plain and fused), the A/B rows at the first buffer size, AdaMomentum; filtered by ``only``."""
-    names = [x for v in COUNTERPARTS.values() for x in v]
+    names = list(DEFAULTS.values()) + [x for v in COUNTERPARTS.values() for x in v]
     for c in buffer_sizes:
-        names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG") for v in ("", " fused")]
+        names += [f"{m}{v} C={c}" for m in ("AdamCM", "AdamCG", "SGDCM", "SGDCG")
+                  for v in ("", " foreach", " fused")]
     c0 = buffer_sizes[0]
     names += [f"AdamCM foreach=False C={c0}", f"AdamCM fused two-pass C={c0}", "AdaMomentum",
-              "AdaMomentum fused"]
+              "AdaMomentum foreach", "AdaMomentum fused"]
     if only:
         names = [x for x in names if any(x.startswith(o) for o in only)]
     return names
@@ -228,7 +251,11 @@ def print_table(args: argparse.Namespace, names: list[str], runs: Runs, times: d
     for label in names:
         name, _, c = label.partition(" C=")
         rule = BASE_RULE.get(name.split()[0])
-        ref = min(COUNTERPARTS[rule], key=lambda x: med.get(x, float("inf"))) if rule else None
+        ref = None
+        if rule and name in BASE_RULE:  # no flag: default against default
+            ref = DEFAULTS[rule]
+        elif rule:
+            ref = min(COUNTERPARTS[rule], key=lambda x: med.get(x, float("inf")))
         ratio = span = ""
         if ref in med:
             paired = paired_ratios(times[label], times[ref])

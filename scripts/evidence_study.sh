@@ -33,6 +33,9 @@ cd "$root"
 OUT="${OUT:-results/benchmarks/study}"
 WORKERS="${WORKERS:-2}"
 PY="${PYTHON:-$root/.venv/bin/python}"
+# Every run of the study takes the multi-tensor path, the one its first runs took, also where the
+# native kernel is built (which would otherwise become the default path of the memory optimizers).
+export MEMOPTIM_NATIVE=0
 CORE="adam,adam+cm,adamomentum,adam+cm-vg,adam+cm-nomem"
 EXTRA="adam+cm-authors,adam+cm-random,adam+cg,adam+sam,adam+sam+cm"
 trap 'kill $(jobs -p) 2> /dev/null || true' EXIT

@@ -25,3 +25,8 @@ def test_step_time_prints_paired_ratios_replacements_and_the_memory_bound():
     assert (state, bound) == ("20.0", "20")  # (C + 3) float32 copies: 5 x 4 bytes per parameter
     assert "AdamCM fused: C=3 / C=2 step time" in out
     assert "AdamCG C=3" in lines and "torch Adam (fused)" in lines
+    # default against default: a row without a flag is paired with torch's default
+    assert lines["AdamCG C=2"][3:6] == ["torch", "Adam", "(default)"]
+    assert lines["AdamCG foreach C=2"][3:6] == ["torch", "Adam", "(fused)"] or \
+        lines["AdamCG foreach C=2"][3:6] == ["torch", "Adam", "(foreach)"]
+    assert "rows without a flag (defaults):" in out

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "memoptim.cli.sweep",
     "memoptim.cli.report",
     "memoptim.cli.demo",
+    "memoptim.cli.build_kernels",
 )
 
 

@@ -1,15 +1,17 @@
 """The execution paths of a kernel, and the choice among them for one group's step.
 
 * per-tensor (``foreach=False``) and multi-tensor (``foreach=True`` or ``None``): every kernel;
-* native (``fused=True`` on CPU): the (rule, memory mode) pairs :data:`memoptim.optim.native.KERNELS`
-  declares, with the default memory options, for the tensors :func:`memoptim.optim.native.supports`
-  accepts;
+* native (``fused=True`` on CPU, and the default -- ``fused=None, foreach=None`` -- once the
+  kernel is built, see :func:`memoptim.optim.native.is_built`): the (rule, memory mode) pairs
+  :data:`memoptim.optim.native.KERNELS` declares, with the default memory options, for the tensors
+  :func:`memoptim.optim.native.supports` accepts;
 * compiled (``fused=True`` otherwise): the same pairs, traced by ``torch.compile``
   (:func:`memoptim.optim.functional.compiled`) -- the fallback for tensors the native kernel does
   not handle (accelerators, DTensors, other dtypes).
 
 A ``fused=True`` group whose pair or memory options no fused backend supports runs the
-multi-tensor path.
+multi-tensor path.  The default never compiles anything inside a step: without a built native
+kernel it runs the multi-tensor path.
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ def select_kernel(
     tensors: Sequence[Sequence[Tensor | None]] = (),
     buffers: Sequence[CriticalBuffer] | None = None,
     steps: Sequence[Tensor] = (),
+    native_default: bool = False,
 ) -> tuple[Kernel, bool, float | Tensor]:
     """The execution path of ``kernel`` (from :mod:`memoptim.optim.functional`) for ``group``:
     ``(kernel to call, foreach, lr)``; ``tensors`` are ``(params, grads, *states)``.
 
-    The compiled path takes the learning rate as a tensor, so schedulers do not recompile it.
+    ``native_default``: the optimizer found the native kernel built when it was constructed, so a
+    group that sets neither ``fused`` nor ``foreach`` runs it where it applies.  The compiled path
+    takes the learning rate as a tensor, so schedulers do not recompile it.
     """
     if not group.get("fused"):
+        if native_default and group.get("fused") is None and group["foreach"] is None:
+            fused = native.kernel_for(kernel)
+            if (fused is not None and (buffers is None or fusable_memory(group)) and tensors
+                    and native.supports(*tensors, buffers=buffers, steps=steps)):
+                return fused, False, float(group["lr"])
         foreach = True if group["foreach"] is None else bool(group["foreach"])
         return kernel, foreach, float(group["lr"])
     fused = native.kernel_for(kernel)

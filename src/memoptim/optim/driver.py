@@ -53,6 +53,13 @@ class RuleOptimizer(BaseOptimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
+        # Decided once: groups with neither fused nor foreach set run the native kernel if it is
+        # already built for this machine (building is explicit: memoptim build-kernels, or fused=True).
+        self._native_default = native.is_built()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_native_default", native.is_built())
 
     def _rule_for(self, group: dict[str, Any]) -> Rule:
         return self.rule
@@ -77,7 +84,8 @@ class RuleOptimizer(BaseOptimizer):
     def _step_group(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
                     grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
                     hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
-        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), steps=steps)
+        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), steps=steps,
+                                         native_default=self._native_default)
         run(params, grads, *states, steps, lr=lr, foreach=foreach, **hyper)
         return params, states
 
@@ -162,7 +170,8 @@ class MemoryOptimizer(RuleOptimizer):
         (all but the seeded tensors), so the rule can store state the kernel created."""
         buffers = self._buffers(group, params)
         seeding = self._seeding(group, eager, steps)
-        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), buffers, steps)
+        run, foreach, lr = select_kernel(eager, group, (params, grads, *states), buffers, steps,
+                                         self._native_default)
         pending = None if seeding else self._defer(eager, run, group, params, buffers)
         if seeding:
             self._settle(params)
@@ -278,21 +287,20 @@ class MemoryOptimizer(RuleOptimizer):
         return super()._optional_keys() | {"memory", "buffer_dtype", *MEMORY_OPTIONS, *self._rule_options}
 
     def _load_checked(self, state_dict: dict[str, Any]) -> None:
-        # torch casts floating state to the parameter's dtype on load; the buffer keeps
-        # its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64
-        # counts), so it is set aside and restored after the generic load.
+        # torch casts every state tensor but "step" to the parameter's dtype on load; the buffer
+        # keeps its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64 counts
+        # and pending slots), so it is set aside and restored after the generic load.
+        own = (*STATE_KEYS, *PENDING_KEYS)
         state = state_dict["state"]
-        kept = {pid: {k: st[k] for k in STATE_KEYS if k in st} for pid, st in state.items()}
+        kept = {pid: {k: st[k] for k in own if k in st} for pid, st in state.items()}
         stripped = dict(state_dict)
-        stripped["state"] = {
-            pid: {k: v for k, v in st.items() if k not in STATE_KEYS} for pid, st in state.items()
-        }
+        stripped["state"] = {pid: {k: v for k, v in st.items() if k not in own} for pid, st in state.items()}
         super()._load_checked(stripped)
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         for pid, p in zip(saved_ids, params):
             for k, v in kept.get(pid, {}).items():
-                self.state[p][k] = v.to(device=p.device, copy=True)
+                self.state[p][k] = v.to(device=p.device, copy=True) if isinstance(v, Tensor) else v
 
 
 def _pick(xs: Any, idx: list[int]) -> Any:

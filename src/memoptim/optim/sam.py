@@ -150,6 +150,12 @@ class SAM(BaseOptimizer):
         return loss
 
     # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        settle = getattr(self.base_optimizer, "_settle", None)
+        if settle is not None:  # a native step's deferred offer is completed first, as by the base
+            settle(p for g in self.param_groups for p in g["params"])
+        return super().state_dict()
+
     def _tag(self) -> dict[str, Any]:
         inner = getattr(self.base_optimizer, "_tag", None)
         name = inner()["optimizer"] if inner else type(self.base_optimizer).__name__

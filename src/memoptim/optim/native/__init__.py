@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -47,10 +46,11 @@ from torch import Tensor
 
 from memoptim.buffer import RESYNC_INTERVAL, CriticalBuffer
 from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA, NONE
+from memoptim.optim.native import build
 from memoptim.optim.rules import ADAM, ADAM_V_FROM_DIRECTION, ADAMOMENTUM, SGD
 
 __all__ = ["KERNELS", "adam_cg", "adam_cm", "adamomentum", "available", "defers", "grad_norms",
-           "kernel_for", "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
+           "is_built", "kernel_for", "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
 
 #: The (base rule, memory mode) pairs implemented natively -> the name of the wrapper below.
 #: Looked up by name at each step, so a wrapped (e.g. counting) replacement is honoured.  The
@@ -75,7 +75,7 @@ def defers(kernel: Any) -> bool:
     ones, whose offered momentum the next step's pass reads anyway."""
     return getattr(kernel, "memory", None) == CRITICAL_MOMENTA and kernel_for(kernel) is not None
 
-_SOURCE = Path(__file__).with_name("fused_cpu.cpp")
+_SOURCE = build.SOURCE  # the C++ source, shipped in the wheel beside this file
 _module: ModuleType | None = None
 _failed: str | None = None
 
@@ -88,21 +88,7 @@ def _load() -> ModuleType | None:
         _failed = "disabled by MEMOPTIM_NATIVE=0"
         return None
     try:
-        from torch.utils.cpp_extension import load
-
-        simd = _simd_flags()
-        _module = load(
-            # one build per instruction set, so a cache shared by different machines stays valid
-            name=f"memoptim_fused_cpu_{torch.backends.cpu.get_cpu_capability().lower()}",
-            sources=[str(_SOURCE)],
-            # -fno-math-errno and -fno-trapping-math let the loops vectorise (sqrt; selects) without
-            # changing any result; -ffp-contract=off keeps a*b+c rounded as the eager kernels round
-            # it; no -ffast-math: NaN/inf and rounding stay IEEE.
-            extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-                          "-ffp-contract=off", *simd],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        _module = build.load()
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...
         _failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
         warnings.warn(
@@ -114,14 +100,10 @@ def _load() -> ModuleType | None:
     return _module
 
 
-def _simd_flags() -> list[str]:
-    """Vector instruction flags for the CPU torch itself dispatches to (AVX2 / AVX-512)."""
-    cap = torch.backends.cpu.get_cpu_capability()
-    if cap.startswith("AVX512"):
-        return ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
-    if cap == "AVX2":
-        return ["-mavx2", "-mfma"]
-    return []
+def is_built() -> bool:
+    """Whether the native kernel is built for this machine, torch and source (a file check: it
+    neither builds nor loads anything).  ``fused=None`` uses the native kernel only then."""
+    return os.environ.get("MEMOPTIM_NATIVE", "1") != "0" and build.is_built()
 
 
 def available() -> bool:
