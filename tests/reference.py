@@ -1,4 +1,4 @@
-r"""Slow, obviously-correct reference implementations, written straight from the spec.
+r"""Slow, obviously-correct reference implementations, written straight from the rules of ``docs/semantics.md``.
 
 Source: the project's semantics document ``docs/semantics.md`` (the normative update rules
 as this project implements them) and the paper's equations (critical momenta, TMLR 2024:
@@ -17,7 +17,7 @@ Design rules (chosen for auditability, not speed):
   functionally; gradients are passed in explicitly (``None`` means "no gradient": the
   tensor is skipped, gets no state and is not counted in its group's priority key).
 
-Spec clauses implemented (quoted loosely):
+Rules implemented (from ``docs/semantics.md``, quoted loosely):
 
 * priority ``"group"``: one key per group and step, the sum over the group's tensors with
   a gradient of each ``||g||_2``; ``"tensor"``: each tensor's own ``||g||_2``;
@@ -322,7 +322,7 @@ def _seeding(group: dict[str, Any], state: dict[str, Any]) -> bool:
     return group["first_step"] == "seed" and state["step"] == 1
 
 
-# Hyperparameters of every memory rule (defaults: the paper's rule as the spec states it).
+# Hyperparameters of every memory rule (defaults: the paper's rule as docs/semantics.md states it).
 _MEMORY_DEFAULTS: dict[str, Any] = {
     "buffer_size": 5,
     "decay": 0.7,

@@ -54,6 +54,7 @@ def _snapshot(model, opt):
     out = {}
     for name, p in model.named_parameters():
         out[name] = _full(p)
+        CriticalBuffer.from_state(opt.state[p])  # completes an offer a native step deferred
         for k in STATE_KEYS:
             out[f"{name}.{k}"] = _full(opt.state[p][k])
     return out

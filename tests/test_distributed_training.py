@@ -43,7 +43,8 @@ OPTIMIZERS = {
 
 def _build(name, params, priority, fused=None):
     cls, kw = OPTIMIZERS[name]
-    kw = dict(kw, fused=fused) if fused else dict(kw)
+    # not fused: the multi-tensor path, named (the default would be the native kernel once built)
+    kw = dict(kw, fused=True) if fused else dict(kw, foreach=True)
     if name != "AdaMomentum":
         kw["priority"] = priority
     return cls(params, **kw)
