@@ -18,11 +18,11 @@ from memoptim.experiments.paper_figures.quotes import PAPER
 from memoptim.experiments.paper_figures.runs import Runner
 from memoptim.experiments.paper_figures.scale import ARTIFACTS, TASK
 from memoptim.experiments.paper_figures.verdicts import compare, mean
+from memoptim.registry import LABELS
 
 FIG19_OPTIMIZERS = ("adam", "adam+cg", "adam+sam", "adam+cm")
 FIG19_LR = 1e-4
-#: display names and colours of fig19's optimizers (those of the lab's figures)
-LABELS = {"adam": "Adam", "adam+cg": "Adam+CG", "adam+sam": "Adam+SAM", "adam+cm": "Adam+CM"}
+#: colours of fig19's optimizers (those of the lab's figures); display names from the registry
 COLORS = {"adam": "tab:blue", "adam+cg": "tab:green", "adam+sam": "tab:orange", "adam+cm": "tab:red"}
 
 
@@ -66,7 +66,7 @@ def fig19_m_sharpness(runner: Runner) -> tuple[str, dict[str, Any]]:
         for c in curves:
             ax.plot(epochs, c, color=COLORS.get(o), alpha=0.3, lw=0.8)
         ax.plot(epochs, [mean(v) for v in zip(*curves)], "-o", color=COLORS.get(o),
-                label=LABELS.get(o, o))  # fmt: skip
+                label=LABELS[o])  # fmt: skip
     epochs_axis(ax, f"m-sharpness (r=0.05, m={s.batch_size})", log=True)
     ax.set_title(f"Fig. 19 analogue: m-sharpness, lr {fmt(FIG19_LR)} ({TASK})", fontsize=10)
     fig.tight_layout()
