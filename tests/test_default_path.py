@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +132,21 @@ def test_a_stamp_from_another_source_is_not_built(tmp_path, monkeypatch, built):
     monkeypatch.setattr(build, "_fingerprint", lambda: {"source": "something else"})
     assert not build.is_built()
     assert (directory / f"{build.name()}.so").is_file()
+
+
+@pytest.mark.parametrize("env", [None, "custom"])
+def test_the_build_directory_is_torchs(env, monkeypatch, tmp_path):
+    from torch.utils.cpp_extension import _get_build_directory
+
+    if env:
+        monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / env))
+    else:
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    assert build.build_directory() == Path(_get_build_directory(build.name(), verbose=False))
+
+
+def test_constructing_an_optimizer_does_not_import_the_extension_builder():
+    code = ("import sys, torch, memoptim; memoptim.AdamCM([torch.zeros(2, requires_grad=True)]); "
+            "print('torch.utils.cpp_extension' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -52,10 +53,24 @@ def _cflags() -> list[str]:
 
 
 def build_directory() -> Path:
-    """Where torch builds and caches the extension (honours ``$TORCH_EXTENSIONS_DIR``)."""
-    from torch.utils.cpp_extension import _get_build_directory
+    """Where torch builds and caches the extension: ``$TORCH_EXTENSIONS_DIR/<name>``, else torch's
+    per-user cache, ``torch_extensions/py<version>_<accelerator>/<name>`` (the rule of
+    ``torch.utils.cpp_extension``, restated so that checking costs neither its import -- two
+    seconds, it loads setuptools -- nor creating the directory)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        from torch import _appdirs
 
-    return Path(_get_build_directory(name(), verbose=False))
+        if torch.version.hip is not None:
+            accelerator = f"rocm{torch.version.hip.replace('.', '')}"
+        elif torch.version.cuda is not None:
+            accelerator = f"cu{torch.version.cuda.replace('.', '')}"
+        else:
+            accelerator = "cpu"
+        python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+        root = os.path.join(os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions")),
+                            f"{python}_{accelerator}")
+    return Path(root) / name()
 
 
 def _fingerprint() -> dict[str, str]:
