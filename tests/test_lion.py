@@ -141,3 +141,11 @@ def test_the_toy_lab_runs_lion_with_its_buffer_diagnostics(name):
     assert (name in MEMORY_OPTIMIZERS) == (name != "lion")
     if name != "lion":
         assert (run.diagnostics["filled"][-1] > 0).all()
+
+
+def test_training_keeps_lions_own_beta2_when_only_beta1_is_given():
+    from memoptim.experiments.train import build_optimizer
+
+    lion = build_optimizer("lion+cm", [torch.zeros(2, requires_grad=True)], {"beta1": 0.8})
+    adam = build_optimizer("adam+cm", [torch.zeros(2, requires_grad=True)], {"beta1": 0.8})
+    assert lion.param_groups[0]["betas"] == (0.8, 0.99) and adam.param_groups[0]["betas"] == (0.8, 0.999)

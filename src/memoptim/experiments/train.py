@@ -50,6 +50,7 @@ rank 0's), so dropout masks are drawn from the same stream on every rank.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -90,27 +91,42 @@ HYPERPARAMETERS = (
 )  # fmt: skip
 
 
-def optimizer_kwargs(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+def optimizer_kwargs(hyperparameters: Mapping[str, Any],
+                     default_betas: tuple[float, float] = (0.9, 0.999)) -> dict[str, Any]:
     """Map flat hyperparameters to :func:`memoptim.create_optimizer` keywords: ``beta1`` /
-    ``beta2`` become ``betas=(beta1, beta2)`` (missing one: 0.9 / 0.999); the rest pass through.
-    Unknown names raise ``ValueError``."""
+    ``beta2`` become ``betas=(beta1, beta2)`` (a missing one from ``default_betas``); the rest pass
+    through.  Unknown names raise ``ValueError``."""
     unknown = set(hyperparameters) - set(HYPERPARAMETERS)
     if unknown:
         raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {HYPERPARAMETERS}")
     kw = {k: v for k, v in hyperparameters.items() if k not in ("beta1", "beta2")}
     if "beta1" in hyperparameters or "beta2" in hyperparameters:
         kw["betas"] = (
-            float(hyperparameters.get("beta1", 0.9)),
-            float(hyperparameters.get("beta2", 0.999)),
+            float(hyperparameters.get("beta1", default_betas[0])),
+            float(hyperparameters.get("beta2", default_betas[1])),
         )
     return kw
 
 
 def build_optimizer(name: str, params: Any, hyperparameters: Mapping[str, Any]) -> Any:
-    """``memoptim.create_optimizer(name, params, **optimizer_kwargs(hyperparameters))``."""
+    """``memoptim.create_optimizer(name, params, **optimizer_kwargs(hyperparameters))``; a beta not
+    given keeps the optimizer's own default (Lion's beta2 is 0.99, Adam's 0.999)."""
     from memoptim import create_optimizer
 
-    return create_optimizer(name, params, **optimizer_kwargs(hyperparameters))
+    return create_optimizer(name, params, **optimizer_kwargs(hyperparameters, _default_betas(name)))
+
+
+def _default_betas(name: str) -> tuple[float, float]:
+    """The ``betas`` default of the class registered as ``name`` (Adam's for builders that are not
+    classes, such as presets and SAM wrappers: their bases are Adam-type)."""
+    from memoptim.registry import REGISTRY
+
+    entry = REGISTRY.get(name.strip().lower())
+    try:
+        default = inspect.signature(entry.build).parameters["betas"].default  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return (0.9, 0.999)
+    return tuple(default) if isinstance(default, tuple) else (0.9, 0.999)  # type: ignore[return-value]
 
 
 def lr_factor(unit: int, units: int, schedule: str) -> float:
