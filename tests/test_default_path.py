@@ -7,7 +7,6 @@ Either way the results match the float64 reference.
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from memoptim.cli.main import main as cli
 from memoptim.optim import native
 from memoptim.optim.native import build
 from test_equivalence import GRID_SHAPES, run_equivalence
+from test_native import _counting
 
 NAMES = {"AdamCM": "adam_cm", "AdamCG": "adam_cg", "SGDCM": "sgd_cm", "SGDCG": "sgd_cg",
          "AdaMomentum": "adamomentum"}
@@ -31,14 +31,7 @@ NAMES = {"AdamCM": "adam_cm", "AdamCG": "adam_cg", "SGDCM": "sgd_cm", "SGDCG": "
 def native_calls(monkeypatch):
     calls = {"n": 0}
     for attr in NAMES.values():
-        kernel = getattr(native, attr)
-
-        @functools.wraps(kernel)  # keeps the module, by which a native kernel is recognised
-        def counted(*args, _kernel=kernel, **kwargs):
-            calls["n"] += 1
-            return _kernel(*args, **kwargs)
-
-        monkeypatch.setattr(native, attr, counted)
+        monkeypatch.setattr(native, attr, _counting(getattr(native, attr), calls))
     return calls
 
 

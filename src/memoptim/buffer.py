@@ -135,7 +135,9 @@ class CriticalBuffer:
         capacity: int,
         buffer_dtype: torch.dtype | None = None,
     ) -> None:
-        """Create an empty buffer of ``capacity`` slots shaped like ``like`` in ``state``."""
+        """Create an empty buffer of ``capacity`` slots shaped like ``like`` in ``state``; for a
+        DTensor ``like`` (FSDP2) the values and the running sum are sharded like it and the keys
+        stay plain, identical on every rank."""
         vdtype = buffer_dtype or like.dtype
         kdtype = key_dtype(like.dtype)
         state[_KEYS] = torch.full((capacity,), -math.inf, dtype=kdtype, device=like.device)

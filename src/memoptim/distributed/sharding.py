@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -20,16 +19,9 @@ def is_dtensor(t: Any) -> bool:
     return mod is not None and isinstance(t, mod.DTensor)
 
 
-def init_buffer_state(
-    state: dict[str, Any],
-    like: Tensor,
-    capacity: int,
-    buffer_dtype: torch.dtype | None = None,
-) -> None:
-    """Create an empty critical buffer for ``like`` in ``state``, sharded like ``like``: exactly
-    :meth:`memoptim.buffer.CriticalBuffer.init_state` (which shards the values and the running
-    sum of a DTensor ``like`` like it, and keeps the keys plain and identical on every rank)."""
-    CriticalBuffer.init_state(state, like, capacity, buffer_dtype)
+#: Create an empty critical buffer for a parameter, sharded like it when it is a DTensor: the
+#: buffer's own :meth:`~memoptim.buffer.CriticalBuffer.init_state`, under its distributed name.
+init_buffer_state = CriticalBuffer.init_state
 
 
 def abs_max(t: Tensor) -> Tensor:

@@ -44,20 +44,18 @@ def select_kernel(
     group that sets neither ``fused`` nor ``foreach`` runs it where it applies.  The compiled path
     takes the learning rate as a tensor, so schedulers do not recompile it.
     """
-    if not group.get("fused"):
-        if native_default and group.get("fused") is None and group["foreach"] is None:
-            fused = native.kernel_for(kernel)
-            if (fused is not None and (buffers is None or fusable_memory(group)) and tensors
-                    and native.supports(*tensors, buffers=buffers, steps=steps)):
-                return fused, False, float(group["lr"])
-        foreach = True if group["foreach"] is None else bool(group["foreach"])
-        return kernel, foreach, float(group["lr"])
-    fused = native.kernel_for(kernel)
-    if fused is None or (buffers is not None and not fusable_memory(group)):
-        return kernel, True, float(group["lr"])
-    if tensors and native.supports(*tensors, buffers=buffers, steps=steps):
-        return fused, False, float(group["lr"])
-    return compiled(kernel), False, torch.tensor(float(group["lr"]), dtype=torch.float64)
+    lr = float(group["lr"])
+    explicit = bool(group.get("fused"))
+    wants_native = explicit or (native_default and group.get("fused") is None and group["foreach"] is None)
+    fused = native.kernel_for(kernel) if wants_native else None
+    if fused is not None and buffers is not None and not fusable_memory(group):
+        fused = None  # the fused paths implement the default memory options only
+    if fused is not None and tensors and native.supports(*tensors, buffers=buffers, steps=steps):
+        return fused, False, lr
+    if explicit and fused is not None:  # tensors the native kernel does not handle
+        return compiled(kernel), False, torch.tensor(lr, dtype=torch.float64)
+    foreach = True if explicit or group["foreach"] is None else bool(group["foreach"])
+    return kernel, foreach, lr
 
 
 def fusable_memory(group: dict[str, Any]) -> bool:

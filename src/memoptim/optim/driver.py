@@ -111,13 +111,9 @@ class MemoryOptimizer(RuleOptimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("memory", True)
-            group.setdefault("buffer_dtype", None)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-            group.setdefault("maximize", False)
-            for name, value in {**MEMORY_OPTIONS, **self._rule_options}.items():
+        for group in self.param_groups:  # keys that older pickles may lack
+            for name, value in {"foreach": None, "fused": None, "maximize": False, **MEMORY_DEFAULTS,
+                                **self._rule_options}.items():
                 group.setdefault(name, value)
 
     # ------------------------------------------------------------ memory switch

@@ -50,11 +50,7 @@ class AdamRule(Rule):
         """The group's tensors with a gradient; their Adam state is created on first use."""
         out = Collected([], [], ([], [], []), [])
         exp_avgs, exp_avg_sqs, max_sqs = out.states
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            opt._check_grad(p)
-            state = opt.state[p]
+        for p, state in self.with_grads(opt, group):
             if "exp_avg" not in state:
                 step_tensor(state)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

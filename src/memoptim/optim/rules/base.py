@@ -14,7 +14,7 @@ Without memory both hooks return their argument, and the rule is the plain base 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +74,16 @@ class Rule:
 
     def collect(self, opt: Optimizer, group: dict[str, Any]) -> Collected:
         raise NotImplementedError
+
+    @staticmethod
+    def with_grads(opt: Optimizer, group: dict[str, Any]) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        """``(p, opt.state[p])`` for each of the group's tensors that has a gradient (sparse ones
+        refused by the optimizer's check): the loop every :meth:`collect` runs."""
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            opt._check_grad(p)
+            yield p, opt.state[p]
 
     def hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

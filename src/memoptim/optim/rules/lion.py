@@ -32,11 +32,7 @@ class LionRule(Rule):
 
     def collect(self, opt: Optimizer, group: dict[str, Any]) -> Collected:
         out = Collected([], [], ([],), [])
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            opt._check_grad(p)
-            state = opt.state[p]
+        for p, state in self.with_grads(opt, group):
             if "exp_avg" not in state:
                 step_tensor(state)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -28,11 +28,7 @@ class SGDRule(Rule):
 
     def collect(self, opt: Optimizer, group: dict[str, Any]) -> Collected:
         out = Collected([], [], ([],), [])
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            opt._check_grad(p)
-            state = opt.state[p]
+        for p, state in self.with_grads(opt, group):
             out.params.append(p)
             out.grads.append(p.grad)
             out.states[0].append(state.get("momentum_buffer"))
