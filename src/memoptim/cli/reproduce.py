@@ -26,8 +26,9 @@ import sys
 from pathlib import Path
 
 TARGETS = ("toy", "paper-figures")
-#: default output directory of each target
-DEFAULT_OUT = {"toy": "results/toy", "paper-figures": "results/benchmarks/paper-figures"}
+#: default output directory of each target; toy's is git-ignored (/runs/), so that a rerun never
+#: overwrites the committed results/toy (that takes an explicit ``--out results/toy``)
+DEFAULT_OUT = {"toy": "runs/toy", "paper-figures": "results/benchmarks/paper-figures"}
 #: options of one target only (their default is None, so that giving one is seen):
 #: destination -> (flag as written, target)
 TARGET_ONLY = {
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("target", choices=TARGETS, help="which experiments to run")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="output directory (default: results/toy, "
+                   help="output directory (default: runs/toy, git-ignored; "
                         "results/benchmarks/paper-figures)")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="fewer seeds, examples and steps: a smoke test (< 1 minute)")
