@@ -30,7 +30,8 @@ Rules implemented (from ``docs/semantics.md``, quoted loosely):
   free slot; when the buffer is full, ``policy="norm"`` (default) replaces the first slot
   holding the minimum key if and only if ``key > min(keys)`` (ties do not replace), and
   ``policy="random"`` replaces slot ``j`` with probability ``replace_prob``, ``(u, j)``
-  drawn from a generator seeded with ``policy_seed * 1_000_003 + t`` (:func:`random_draw`);
+  drawn from a generator seeded with ``policy_seed * 1_000_003 + t`` (:func:`random_draw`),
+  and ``policy="fifo"`` replaces the entry stored longest ago (every finite key is accepted);
   then multiply every stored key by ``decay`` (also a key inserted this step);
 * ``first_step="seed"`` (the authors' critical-momenta code; AdamCM, SGDCM and LionCM
   only, a no-op for the critical-gradient rules): a tensor's first step only counts the
@@ -96,7 +97,7 @@ def norm2(x: Tensor) -> float:
 
 # --------------------------------------------------------------------------- critical buffer
 AGGREGATIONS = ("capacity", "filled")
-POLICIES = ("norm", "random")
+POLICIES = ("norm", "random", "fifo")
 FIRST_STEPS = ("step", "seed")
 SECOND_MOMENTS = ("aggregate", "gradient")
 
@@ -117,6 +118,8 @@ class RefBuffer:
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.slots: list[list[Any]] = []  # each slot: [key (float), value (Tensor copy)]
+        self.stored_at: list[int] = []  # per slot: the number of the offer it holds (its age)
+        self.offers = 0  # finite offers so far
         self.replacements = 0
 
     @property
@@ -158,23 +161,32 @@ class RefBuffer:
         step: int | None = None,
     ) -> None:
         """Algorithm 1: insert while a slot is free; when full, replace-if-larger
-        (``"norm"``) or a random slot with probability ``replace_prob`` (``"random"``);
-        then decay every key."""
+        (``"norm"``), a random slot with probability ``replace_prob`` (``"random"``) or the
+        slot whose entry was stored longest ago (``"fifo"``); then decay every key."""
         if math.isfinite(key):
+            self.offers += 1
             if len(self.slots) < self.capacity:
                 self.slots.append([key, value.detach().clone()])
+                self.stored_at.append(self.offers)
             elif policy == "norm":
                 smallest = min(self.keys)
                 if key > smallest:
                     index = self.keys.index(smallest)  # the first slot holding the minimum
                     self.slots[index] = [key, value.detach().clone()]
+                    self.stored_at[index] = self.offers
                     self.replacements += 1
             elif policy == "random":
                 assert step is not None, "the random policy draws from the tensor's step"
                 u, index = random_draw(policy_seed, step, self.capacity)
                 if u < replace_prob:
                     self.slots[index] = [key, value.detach().clone()]
+                    self.stored_at[index] = self.offers
                     self.replacements += 1
+            elif policy == "fifo":
+                index = self.stored_at.index(min(self.stored_at))  # the oldest entry
+                self.slots[index] = [key, value.detach().clone()]
+                self.stored_at[index] = self.offers
+                self.replacements += 1
             else:
                 raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         for slot in self.slots:

@@ -329,8 +329,9 @@ def test_create_optimizer_knows_every_spec_name_and_lists_them_on_error():
              "adam+sam+cm", "adamomentum"]
     from memoptim.registry import LABELS, REGISTRY
 
-    ablations = ["adam+cm-nomem", "adam+cm-vg", "adam+cm-random", "adam+cm-authors", "adam+cg-authors",
-                 "sgd+cm-authors", "sgd+cg-authors", "lion", "lion+cg", "lion+cm"]
+    ablations = ["adam+cm-nomem", "adam+cm-vg", "adam+cm-random", "adam+cm-fifo", "adam+cm-decay0.99",
+                 "adam+cm-authors", "adam+cg-authors", "sgd+cm-authors", "sgd+cg-authors", "lion", "lion+cg",
+                 "lion+cm"]
     assert memoptim.available_optimizers() == names + ablations  # the paper's first, in its order
     assert [n for n, e in REGISTRY.items() if e.paper] == [n for n in names if n != "adamw"]
     assert list(LABELS) == names + ablations  # one display label per name, the single source

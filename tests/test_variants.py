@@ -481,6 +481,8 @@ PRESETS = {
     "sgd+cm-authors": ("SGDCM", {"aggregation": "filled", "first_step": "seed"}),
     "sgd+cg-authors": ("SGDCG", {"aggregation": "filled", "first_step": "seed"}),
     "adam+cm-random": ("AdamCM", {"policy": "random"}),
+    "adam+cm-fifo": ("AdamCM", {"policy": "fifo"}),
+    "adam+cm-decay0.99": ("AdamCM", {"decay": 0.99}),
 }
 
 
@@ -516,6 +518,8 @@ def test_registry_preset_matches_reference(name):
     ("adam+cm-authors", {"aggregation": "capacity"}),
     ("sgd+cm-authors", {"first_step": "step"}),
     ("adam+cm-random", {"policy": "norm"}),
+    ("adam+cm-fifo", {"policy": "norm"}),
+    ("adam+cm-decay0.99", {"decay": 0.7}),
     ("adam+cm-nomem", {"memory": True}),
 ])
 def test_registry_hyperparameters_override_the_preset(name, override):
@@ -545,6 +549,8 @@ CHECKPOINT_CASES = [
                 "aggregation": "filled", "buffer_size": 3}, 1),
     ("AdamCM", {"lr": 0.02, "first_step": "seed", "amsgrad": True, "buffer_size": 3}, 4),
     ("SGDCM", {"lr": 0.02, "momentum": 0.9, "first_step": "seed", "buffer_size": 3}, 1),
+    ("AdamCM", {"lr": 0.02, "policy": "fifo", "buffer_size": 2, "priority": "tensor"}, 6),
+    ("SGDCG", {"lr": 0.02, "policy": "fifo", "buffer_size": 3}, 5),
 ]
 
 
@@ -591,7 +597,7 @@ def _p():
 BAD = [
     ({"aggregation": "mean"}, "aggregation"),
     ({"first_step": "x"}, "first_step"),
-    ({"policy": "fifo"}, "policy"),
+    ({"policy": "lifo"}, "policy"),
     ({"replace_prob": 1.5}, "replace_prob"),
     ({"replace_prob": -0.1}, "replace_prob"),
 ]

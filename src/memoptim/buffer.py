@@ -17,7 +17,8 @@ or momenta), each with a scalar priority key.  Per step, in this order
    but only if ``key > min(keys)`` (ties do not replace).  A non-finite key is
    never inserted.  With the ``"random"`` policy a full buffer instead accepts the
    offer with probability ``replace_prob`` into a uniformly drawn slot (see
-   :func:`replacement_draw`): the same fill, with the key no longer deciding;
+   :func:`replacement_draw`): the same fill, with the key no longer deciding; with the
+   ``"fifo"`` policy every finite offer to a full buffer replaces its oldest entry;
 3. **decay** every stored key by :math:`\lambda` (``decay``), including a key
    inserted in this very step.
 
@@ -113,7 +114,7 @@ class CriticalBuffer:
         replacements_tensor: 0-d count of replacements in a full buffer.
     """
 
-    __slots__ = ("aggregation", "draw", "keys", "replacements_tensor", "total", "values")
+    __slots__ = ("aggregation", "draw", "keys", "policy", "replacements_tensor", "total", "values")
 
     def __init__(self, keys: Tensor, values: Tensor, total: Tensor, replacements: Tensor,
                  aggregation: str = "capacity", draw: tuple[bool, int] | None = None):
@@ -126,6 +127,9 @@ class CriticalBuffer:
         #: ``(accept, slot)`` of the random policy for this step's offer
         #: (:func:`replacement_draw`), or ``None``: the gradient-norm key decides.
         self.draw = draw
+        #: the buffer policy's name (:data:`memoptim.policy.POLICIES`); ``"fifo"`` reads the
+        #: replacement count to find the oldest entry, the others decide from ``draw``.
+        self.policy = "norm"
 
     # ------------------------------------------------------------------ state
     @staticmethod
@@ -288,7 +292,8 @@ def offer(
     stacked = torch.stack([b.keys for b in buffers])  # (N, C)
     keys = keys.to(stacked.dtype)
     draws = None if buffers[0].draw is None else [b.draw for b in buffers]
-    slot, current, accept = choose_slots(stacked, keys, draws)  # the buffer policy decides
+    counts = torch.stack([b.replacements_tensor for b in buffers]) if buffers[0].policy == "fifo" else None
+    slot, current, accept = choose_slots(stacked, keys, draws, counts)  # the buffer policy decides
     replaced = accept & torch.isfinite(current)
     stacked.scatter_(1, slot, torch.where(accept, keys, current).unsqueeze(1))
     stacked.mul_(decay)

@@ -9,7 +9,11 @@ fills the first free one; they differ once it is full.  A non-finite key is neve
   offered key is larger (ties do not replace);
 * ``"random"`` (an ablation of the key): a uniformly drawn slot, replaced with probability
   ``replace_prob`` -- the same fill, with the key no longer deciding.  The draws are a pure
-  function of ``(policy_seed, step)`` (:func:`replacement_draw`), so runs resume exactly.
+  function of ``(policy_seed, step)`` (:func:`replacement_draw`), so runs resume exactly;
+* ``"fifo"`` (a recency ablation): the oldest entry, always (a sliding window of the last
+  :math:`C` accepted offers; the key decides nothing).  Slots fill in order, every finite offer
+  to a full buffer replaces, and the buffer counts its replacements :math:`r`, so the oldest
+  entry is slot :math:`r \bmod C` (:func:`fifo_replacement`): decided on the device, no draw.
 
 Adding a policy: write its decision function and list it in :data:`POLICIES`.
 """
@@ -22,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["POLICIES", "choose_slots", "draws", "replacement_draw"]
+__all__ = ["POLICIES", "choose_slots", "draws", "fifo_replacement", "replacement_draw"]
 
-#: ``(stacked keys (N, C), offered keys (N,), draws) -> (slot (N, 1), current key (N,), accept (N,))``.
-Decision = Callable[[Tensor, Tensor, Sequence[tuple[bool, int]] | None], tuple[Tensor, Tensor, Tensor]]
+#: ``(stacked keys (N, C), offered keys (N,), the policy's input) -> (slot (N, 1), current key (N,),
+#: accept (N,))``; the input is the random policy's draws, the FIFO policy's replacement counts.
+Decision = Callable[[Tensor, Tensor, Any], tuple[Tensor, Tensor, Tensor]]
 
 
 def norm_priority(stacked: Tensor, keys: Tensor, draws: Any = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -50,13 +55,29 @@ def random_replacement(stacked: Tensor, keys: Tensor,
     return slot, current, torch.isfinite(keys) & (free | drawn)
 
 
+def fifo_replacement(stacked: Tensor, keys: Tensor, replacements: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The first free slot, else the oldest entry, slot :math:`r \bmod C` (``replacements``:
+    ``(N,)`` int64, each buffer's count :math:`r` of replacements so far); accepted iff the
+    offered key is finite.  Exact while a buffer is only ever offered to under this policy."""
+    slot = stacked.argmin(dim=1, keepdim=True)
+    free = torch.isneginf(stacked).any(dim=1, keepdim=True)
+    oldest = replacements.to(slot.device).remainder(stacked.shape[1]).unsqueeze(1)
+    slot = torch.where(free, slot, oldest)
+    current = stacked.gather(1, slot).squeeze(1)
+    return slot, current, torch.isfinite(keys)
+
+
 #: name -> decision; the names are the values of the optimizers' ``policy`` option.
-POLICIES: dict[str, Decision] = {"norm": norm_priority, "random": random_replacement}
+POLICIES: dict[str, Decision] = {"norm": norm_priority, "random": random_replacement,
+                                  "fifo": fifo_replacement}
 
 
-def choose_slots(stacked: Tensor, keys: Tensor,
-                 draws: Sequence[tuple[bool, int]] | None) -> tuple[Tensor, Tensor, Tensor]:
-    """The decision of the policy in force: the random one when ``draws`` were made for this step."""
+def choose_slots(stacked: Tensor, keys: Tensor, draws: Sequence[tuple[bool, int]] | None,
+                 replacements: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The decision of the policy in force: the FIFO one when the buffers' ``replacements``
+    counts are given, the random one when ``draws`` were made for this step, else the norm one."""
+    if replacements is not None:
+        return fifo_replacement(stacked, keys, replacements)
     return (norm_priority if draws is None else random_replacement)(stacked, keys, draws)
 
 

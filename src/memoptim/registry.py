@@ -109,6 +109,13 @@ REGISTRY: dict[str, Entry] = {
                           _ADAM_SEARCH, _ADAM_FIXED),  # the buffer only
     "adam+cm-random": _memory(_preset(AdamCM, policy="random"), "Adam+CM, random replacement", "adam",
                               _ADAM_SEARCH, _ADAM_FIXED),
+    # recency instead of priority: the oldest entry always goes (see memoptim.policy)
+    "adam+cm-fifo": _memory(_preset(AdamCM, policy="fifo"), "Adam+CM, FIFO replacement", "adam",
+                            _ADAM_SEARCH, _ADAM_FIXED),
+    # slow key decay: the gradient norm, less the entry's age, decides what goes (fixed holds 0.99)
+    "adam+cm-decay0.99": Entry(_preset(AdamCM, decay=0.99), "Adam+CM, decay 0.99", "adam",
+                               (*_ADAM_SEARCH, *_MEMORY_SEARCH),
+                               {**_ADAM_FIXED, **_MEMORY_FIXED, "decay": 0.99}, memory=True),
     "adam+cm-authors": _memory(_preset(AdamCM, **AUTHORS), "Adam+CM (authors')", "adam", _ADAM_SEARCH,
                                _ADAM_FIXED),
     "adam+cg-authors": _memory(_preset(AdamCG, **AUTHORS), "Adam+CG (authors')", "adam", _ADAM_SEARCH,

@@ -51,7 +51,8 @@ _COMMON_DOC = r"""
             authors' step 1 is ordinary already, so ``"seed"`` changes nothing there.
         policy: ``"norm"`` (default): a full buffer replaces its smallest key if the new
             gradient-norm key beats it; ``"random"``: a full buffer takes the offer with
-            probability ``replace_prob`` into a uniformly drawn slot (an ablation of the key).
+            probability ``replace_prob`` into a uniformly drawn slot (an ablation of the key);
+            ``"fifo"``: a full buffer always replaces its oldest entry (a recency ablation).
         replace_prob: the random policy's acceptance probability in ``[0, 1]`` (default 1).
         policy_seed: seed of the random policy's draws, a non-negative int (default 0); the
             draws are a pure function of ``(policy_seed, step)``

@@ -32,7 +32,7 @@ from memoptim.policy import draws
 MEMORY_OPTIONS: dict[str, Any] = {
     "aggregation": "capacity",  # or "filled": divide the buffer sum by the filled slots
     "first_step": "step",  # or "seed": step 1 of critical momenta only seeds the buffer with g_1
-    "policy": "norm",  # or "random": a seeded draw replaces, the key no longer decides
+    "policy": "norm",  # or "random": a seeded draw replaces; "fifo": the oldest entry (keys decide nothing)
     "replace_prob": 1.0,  # random policy: probability that a full buffer takes the offer
     "policy_seed": 0,  # random policy: seed of the draws (see memoptim.policy)
 }
@@ -147,7 +147,7 @@ class MemoryOptimizer(RuleOptimizer):
             if STATE_KEYS[0] not in state:
                 CriticalBuffer.init_state(state, p, capacity, group["buffer_dtype"])
             buf = CriticalBuffer.from_state(state, settle=False)  # see _defer
-            buf.aggregation = group["aggregation"]
+            buf.aggregation, buf.policy = group["aggregation"], group["policy"]
             if buf.capacity != capacity:
                 raise ValueError(
                     f"buffer_size of a param group changed from {buf.capacity} to {capacity}; "
