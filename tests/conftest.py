@@ -3,6 +3,9 @@
 * Makes ``tests/`` importable (``from reference import ...``) whatever pytest's import mode.
 * Registers a deterministic, CI-friendly hypothesis profile (no deadline, derandomized so a
   CI run is reproducible); select another with ``HYPOTHESIS_PROFILE=<name>``.
+* ``device``: a test taking it runs on ``cpu`` always and on ``cuda`` where
+  ``torch.cuda.is_available()`` (skipped elsewhere); ``cuda_device`` runs on CUDA only.  Both
+  carry the ``cuda`` marker on CUDA, so ``pytest -m cuda`` selects exactly the GPU runs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 _TESTS = str(Path(__file__).resolve().parent)
@@ -27,6 +31,26 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_NO_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine"
+_CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
+                                    pytest.mark.skipif(not torch.cuda.is_available(), reason=_NO_CUDA)])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA device (skipped where there is none)")
+
+
+@pytest.fixture(params=["cpu", _CUDA])
+def device(request) -> torch.device:
+    """The device a device-parametrised test runs on: ``cpu``, and ``cuda`` where available."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=[_CUDA])
+def cuda_device(request) -> torch.device:
+    """CUDA only: the test is skipped where ``torch.cuda.is_available()`` is false."""
+    return torch.device(request.param)
 
 
 @pytest.fixture

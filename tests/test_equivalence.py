@@ -2,7 +2,9 @@
 
 Float64 throughout, >= 30 steps, tolerance 1e-12 (absolute) on the parameters and
 (absolute + relative) on the optimizer state: moments, momentum buffers, step counts and
-the critical buffers (keys, stored values, running sum, replacement count).
+the critical buffers (keys, stored values, running sum, replacement count).  The fixed grids
+run on every device of the ``device`` fixture (``cpu``; ``cuda`` where available), against
+the same CPU reference.
 
 The first section checks the reference itself against ``torch.optim`` (empty buffer) and
 against hand-computed numbers, so that a wrong reference cannot hide a wrong library.
@@ -43,15 +45,27 @@ def _clone_groups(groups: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
 
 
 def _set_grads(groups: list[list[torch.Tensor]], grads: list[list[torch.Tensor | None]]) -> None:
+    """Each parameter gets a copy of its gradient, on the parameter's device (strides kept where
+    ``clone(memory_format=torch.preserve_format)`` keeps them)."""
     for row, grow in zip(groups, grads, strict=True):
         for p, g in zip(row, grow, strict=True):
-            p.grad = None if g is None else g.clone(memory_format=torch.preserve_format)
+            p.grad = None if g is None else g.to(device=p.device, copy=True)
+
+
+def _on_device(groups: list[list[torch.Tensor]], device: torch.device | str) -> list[list[torch.Tensor]]:
+    """The parameters as leaves on ``device`` with the same strides (a strided view stays one);
+    on CPU the tensors themselves."""
+    if torch.device(device).type == "cpu":
+        return groups
+    return [[torch.empty_strided(p.size(), p.stride(), dtype=p.dtype, device=device).copy_(p.detach())
+             .requires_grad_(True) for p in row] for row in groups]
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = 0.0,
            atol: float = TOL) -> None:
     torch.testing.assert_close(
-        actual.detach().to(F64), expected.to(F64), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}"
+        actual.detach().to("cpu", F64), expected.to("cpu", F64), atol=atol, rtol=rtol,
+        msg=lambda m: f"{what}: {m}",
     )
 
 
@@ -98,13 +112,13 @@ def assert_buffer_matches(buf: CriticalBuffer | None, rbuf: Any, tag: str,
     assert buf.capacity == rbuf.capacity, f"{tag} capacity"
     assert buf.filled == n, f"{tag} filled {buf.filled} != {n}"
     assert buf.replacements == rbuf.replacements, f"{tag} replacements"
-    keys = buf.keys.detach().to(F64)
+    keys = buf.keys.detach().to("cpu", F64)
     if n:
         _close(keys[:n], torch.tensor(rbuf.keys, dtype=F64), f"{tag} keys", rtol=tol, atol=tol)
         _close(buf.values[:n], torch.stack(rbuf.values), f"{tag} values", rtol=tol, atol=tol)
     assert torch.all(keys[n:] == -math.inf), f"{tag}: empty slots must hold -inf"
     assert torch.all(buf.values[n:] == 0), f"{tag}: empty slots must be zero"
-    _close(buf.total, rbuf.total(buf.total.to(F64)), f"{tag} running sum", rtol=tol, atol=tol)
+    _close(buf.total, rbuf.total(buf.total.to("cpu", F64)), f"{tag} running sum", rtol=tol, atol=tol)
 
 
 def _groups_spec(groups, overrides):
@@ -126,16 +140,19 @@ def run_equivalence(
     dtype: torch.dtype = F64,
     tol: float = TOL,
     buffer_every: int = 1,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Run optimizer ``name`` and its reference side by side on random gradients.
 
     Everything is compared after every step, the critical buffers after every
-    ``buffer_every``-th and the last (inspecting a buffer completes a deferred offer).
+    ``buffer_every``-th and the last (inspecting a buffer completes a deferred offer).  The
+    optimizer's parameters and gradients live on ``device``; the reference runs on CPU.
     """
     overrides = overrides or [{} for _ in shapes]
-    groups = make_groups(shapes, seed, noncontiguous, dtype)
+    cpu_groups = make_groups(shapes, seed, noncontiguous, dtype)
+    groups = _on_device(cpu_groups, device)
     opt = getattr(memoptim, name)(_groups_spec(groups, overrides), **hyper)
-    ref = REFERENCES[name](_groups_spec(_clone_groups(groups), overrides), **hyper)
+    ref = REFERENCES[name](_groups_spec(_clone_groups(cpu_groups), overrides), **hyper)
     for t in range(steps):
         if disable_at is not None and t == disable_at:
             opt.disable_memory()
@@ -302,18 +319,19 @@ GRID_NONCONTIG = [[True, False, False], [False, True]]
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("config", range(len(ADAM_CONFIGS)))
 @pytest.mark.parametrize("name", ["AdamCM", "AdamCG"])
-def test_adam_family_matches_reference(name, config, foreach):
+def test_adam_family_matches_reference(name, config, foreach, device):
     run_equivalence(name, GRID_SHAPES, {**ADAM_CONFIGS[config], "foreach": foreach},
-                    ADAM_OVERRIDES, seed=config, none_prob=0.25, noncontiguous=GRID_NONCONTIG)
+                    ADAM_OVERRIDES, seed=config, none_prob=0.25, noncontiguous=GRID_NONCONTIG,
+                    device=device)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("config", range(len(SGD_CONFIGS)))
 @pytest.mark.parametrize("name", ["SGDCM", "SGDCG"])
-def test_sgd_family_matches_reference(name, config, foreach):
+def test_sgd_family_matches_reference(name, config, foreach, device):
     run_equivalence(name, GRID_SHAPES, {**SGD_CONFIGS[config], "foreach": foreach},
                     SGD_OVERRIDES, seed=10 + config, none_prob=0.25,
-                    noncontiguous=GRID_NONCONTIG)
+                    noncontiguous=GRID_NONCONTIG, device=device)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -326,10 +344,10 @@ def test_sgd_family_matches_reference(name, config, foreach):
         dict(lr=0.01, maximize=True, amsgrad=True, eps=1e-12),
     ],
 )
-def test_adamomentum_matches_reference(config, foreach):
+def test_adamomentum_matches_reference(config, foreach, device):
     run_equivalence("AdaMomentum", GRID_SHAPES, {**config, "foreach": foreach},
                     [{}, {"lr": 0.004, "betas": (0.8, 0.99)}], seed=3, none_prob=0.25,
-                    noncontiguous=GRID_NONCONTIG)
+                    noncontiguous=GRID_NONCONTIG, device=device)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
