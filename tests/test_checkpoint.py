@@ -113,8 +113,11 @@ def test_state_dict_of_another_optimizer_is_refused():
         AdamCG(model.parameters()).load_state_dict(cm.state_dict())
     adam = torch.optim.Adam(model.parameters())
     _step(model, adam, x, y)
-    with pytest.raises(ValueError, match="buffer_size"):
+    # no critical buffers: refused with the fix named, not resumed with empty buffers
+    with pytest.raises(ValueError, match="no critical buffers.*start AdamCM fresh"):
         AdamCM(model.parameters()).load_state_dict(adam.state_dict())
+    with pytest.raises(ValueError, match="buffer_size"):  # not stepped: no state, other groups
+        AdamCM(model.parameters()).load_state_dict(torch.optim.Adam(model.parameters()).state_dict())
     with pytest.raises(ValueError, match="SAM\\[AdamCM\\]"):
         AdamCM(model.parameters()).load_state_dict(SAM(model.parameters(), AdamCM).state_dict())
 
@@ -153,3 +156,24 @@ def test_a_deep_copied_optimizer_loads_a_fresh_state_dict(name):
     source.step()
     target.step()
     assert torch.equal(target.param_groups[0]["params"][0], ps[0])
+
+
+def test_a_state_without_critical_buffers_is_refused_but_fresh_and_memoryless_states_load():
+    x, y = _data()
+    model = _model()
+    cm = AdamCM(model.parameters())
+    _step(model, cm, x, y)
+    stripped = cm.state_dict()
+    for st in stripped["state"].values():
+        for key in [k for k in st if k.startswith("critical_")]:
+            del st[key]
+    with pytest.raises(ValueError, match="param group 0 .* no critical buffers"):
+        AdamCM(model.parameters()).load_state_dict(stripped)
+    AdamCM(model.parameters()).load_state_dict(AdamCM(model.parameters()).state_dict())  # no state
+    off = AdamCM(model.parameters(), memory=False)
+    _step(model, off, x, y)
+    AdamCM(model.parameters(), memory=False).load_state_dict(off.state_dict())  # no buffer needed
+    two = AdamCM([{"params": model[0].parameters()}, {"params": model[2].parameters(), "memory": False}])
+    _step(model, two, x, y)
+    AdamCM([{"params": model[0].parameters()},
+            {"params": model[2].parameters(), "memory": False}]).load_state_dict(two.state_dict())

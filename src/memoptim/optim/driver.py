@@ -20,7 +20,7 @@ from memoptim.buffer import PENDING_KEYS, RESYNC_INTERVAL, STATE_KEYS, CriticalB
 from memoptim.optim import _validation as V
 from memoptim.optim import native
 from memoptim.optim.backends import is_native, select_kernel
-from memoptim.optim.base import BaseOptimizer, ParamsT, run_closure
+from memoptim.optim.base import STATE_DICT_TAG, BaseOptimizer, ParamsT, run_closure
 from memoptim.optim.keys import keys_from_norms, local_keys, priority_keys
 from memoptim.optim.memory import CRITICAL_MOMENTA, NONE, kernel
 from memoptim.optim.rules import Rule
@@ -264,6 +264,7 @@ class MemoryOptimizer(RuleOptimizer):
 
     # ------------------------------------------------------------ checkpoints
     def _check_loadable(self, state_dict: dict[str, Any]) -> None:
+        self._check_buffers_saved(state_dict)  # first: names the fix for a torch.optim state dict
         super()._check_loadable(state_dict)
         for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
             if saved["buffer_size"] != group["buffer_size"]:
@@ -278,6 +279,26 @@ class MemoryOptimizer(RuleOptimizer):
                         f"param group {i}: a stored buffer has {values.shape[0]} slots, "
                         f"buffer_size says {saved['buffer_size']}"
                     )
+
+    def _check_buffers_saved(self, state_dict: dict[str, Any]) -> None:
+        """``ValueError`` if a parameter of a memory group has state (it was stepped) but no
+        critical buffer, as in a ``torch.optim.Adam`` state dict: loading it would keep the
+        moments and silently restart every buffer empty.  A fresh optimizer's state dict (no
+        state) and groups with ``memory=False`` load as before."""
+        tag = state_dict.get(STATE_DICT_TAG)
+        if tag is not None and tag.get("optimizer") != self._tag()["optimizer"]:
+            return  # written by another memoptim optimizer: the base check says so
+        state = state_dict.get("state", {})
+        for i, (saved, group) in enumerate(zip(state_dict.get("param_groups", []), self.param_groups)):
+            if not (saved.get("memory", True) and group["memory"]):
+                continue
+            if any(state.get(pid) and STATE_KEYS[1] not in state[pid] for pid in saved["params"]):
+                name = type(self).__name__
+                raise ValueError(
+                    f"param group {i} of the state dict has optimizer state but no critical buffers "
+                    f"(e.g. a torch.optim.Adam state dict); {name} cannot resume from it. Load it "
+                    f"into the optimizer that wrote it, or start {name} fresh (no load_state_dict)"
+                )
 
     def _optional_keys(self) -> set[str]:
         return super()._optional_keys() | {"memory", "buffer_dtype", *MEMORY_OPTIONS, *self._rule_options}
