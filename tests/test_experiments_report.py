@@ -120,7 +120,45 @@ def test_report_streams_and_diagnostics_curves(tmp_path):
     assert "## Table 4 analogue" in md
     assert "70.5 ± 0.7 (n=2)" in md and "62.9 ± 0.4" in md
     # 10 points apart, but one learning rate and two seeds: no verdict word
-    assert "| Adam+CM (lr 0.001) | Adam (lr 0.001) | against the family baseline | 70.50 (2)" in md
+    assert "| Adam+CM (lr 1e-3) | Adam (lr 1e-3) | critical momenta on top of Adam | 70.50 (2)" in md
     assert "**not tuned**" in md
     assert (tmp_path / "out" / "sharpness_fashion-mnist.png").exists()
     assert (tmp_path / "out" / "distance_fashion-mnist.png").exists()
+
+
+def test_report_refuses_to_pool_runs_of_different_setups_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    fake_run(root / "a", "fashion-mnist", "adam", {"lr": 0.001}, 0, [80, 85, 86])
+    fake_run(root / "b", "fashion-mnist", "adam+cm", {"lr": 0.001}, 0, [80, 84])  # 2 epochs, not 3
+    proc = subprocess.run([sys.executable, "-m", "memoptim", "report", "--runs", str(root), "--out",
+                           str(tmp_path / "out"), "--no-plots"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("memoptim report: error: the fashion-mnist runs under")
+    assert "epochs=3" in lines[0] and "epochs=2" in lines[0] and "cannot be pooled" in lines[0]
+    assert not (tmp_path / "out" / "report.md").exists()
+    empty = subprocess.run([sys.executable, "-m", "memoptim", "report", "--runs", str(tmp_path / "none")],
+                           capture_output=True, text=True)
+    assert empty.returncode == 2 and len(empty.stderr.strip().splitlines()) == 1
+    assert "no finished run under" in empty.stderr
+
+
+def test_a_report_of_one_run_has_no_empty_table_and_no_broken_link(tmp_path):
+    import re
+
+    root = tmp_path / "runs"
+    fake_run(root, "fashion-mnist", "adam", {"lr": 0.001}, 0, [80, 85, 86])
+    out = tmp_path / "out"
+    md = R.build_report(root, out).read_text()
+    assert "No comparison yet" in md and "adam on fashion-mnist" in md
+    lines = md.splitlines()
+    for i, line in enumerate(lines):  # every table header is followed by its separator and a row
+        if line.startswith("|---"):
+            assert i + 1 < len(lines) and lines[i + 1].startswith("| "), f"empty table at line {i}"
+    for target in re.findall(r"\]\(([^)#]+)\)", md):
+        assert (out / target).exists(), f"broken link {target}"
+    assert "lr 1e-3" in md and "0.001 " not in md

@@ -213,4 +213,4 @@ def test_verdict_rows_name_each_pair_once_with_what_it_isolates(tmp_path):
     assert set(pairs) == {("adam+cm", "adam"), ("adam+cm-vg", "adam"), ("adam+cm", "adam+cm-vg")}
     contrast = {(r["optimizer"], r["baseline"]): r["contrast"] for r in rows}
     assert contrast[("adam+cm-vg", "adam")] == "the buffer alone (v from g, as Adam)"
-    assert contrast[("adam+cm", "adam")] == "against the family baseline"
+    assert contrast[("adam+cm", "adam")] == "critical momenta on top of Adam"

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "memoptim.cli.train",
     "memoptim.cli.sweep",
     "memoptim.cli.report",
+    "memoptim.cli.rerun",
     "memoptim.cli.demo",
     "memoptim.cli.build_kernels",
 )

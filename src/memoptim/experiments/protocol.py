@@ -129,6 +129,15 @@ def widen(grid: Sequence[float], side: str) -> float:
     return _round_lr(g[-1] * ratio)
 
 
+def format_lr(lr: float | None) -> str:
+    """A learning rate as reports print it: two significant digits in compact scientific
+    notation (``3.3e-2``, ``1e-3``; ``n/a`` for ``None``)."""
+    if lr is None:
+        return "n/a"
+    mantissa, _, exponent = f"{lr:.1e}".partition("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def _round_lr(lr: float) -> float:
     """Four significant digits, so grids stay readable (``3e-05``, not ``3.0000000000000004e-05``)."""
     return float(f"{lr:.4g}")
@@ -235,7 +244,8 @@ def tune(run: RunFn, grid: Sequence[float], tune_seeds: Sequence[int], confirm_s
             break
         widened[side] += 1
         current = sorted([*current, widen(current, side)])
-        log(f"[tune] best lr {best:g} at the {side} edge: widening the grid to {current}")
+        log(f"[tune] best lr {format_lr(best)} at the {side} edge: widening the grid to "
+            f"{[format_lr(x) for x in current]}")
     for seed in confirm_seeds:
         ensure(t.best_lr, seed)
     return t
@@ -273,17 +283,17 @@ def run_protocol(task: str, optimizers: Sequence[str], grid: Sequence[float], *,
                 summary = train(task_obj, opt, hp, epochs, seed, run_dir(out, task, opt, hp, seed),
                                 resume=True, keep_checkpoint=False, **kwargs)
                 value = summary.get(f"best_{task_obj.metric}")
-                log(f"[tune] {task} {opt} lr={lr:g} seed {seed}: {task_obj.metric} {value} "
+                log(f"[tune] {task} {opt} lr={format_lr(lr)} seed {seed}: {task_obj.metric} {value} "
                     f"({summary['status']}, {summary['elapsed']:.0f} s)")
                 return value
 
             t = tune(run, grid, tune_seeds, confirm_seeds, task_obj.mode, max_widen, log)
             t.task, t.optimizer = task, opt
             done[opt] = t
-            log(f"[tune] {task} {opt}: grid {t.grid}, best lr {t.best_lr:g}"
+            log(f"[tune] {task} {opt}: grid {[format_lr(x) for x in t.grid]}, best lr {format_lr(t.best_lr)}"
                 f"{' (EDGE: not tuned)' if t.at_edge else ''}, {len(t.seeds_at_best())} seeds")
     return done
 
 
-__all__ = ["MIN_SEEDS", "VERDICTS", "Tuning", "compare", "run_protocol", "tune", "tunings_from_runs",
-           "verdict_word", "welch_interval", "widen"]
+__all__ = ["MIN_SEEDS", "VERDICTS", "Tuning", "compare", "format_lr", "run_protocol", "tune",
+           "tunings_from_runs", "verdict_word", "welch_interval", "widen"]

@@ -37,17 +37,19 @@ from pathlib import Path
 from typing import Any
 
 from memoptim.experiments import paper
+from memoptim.experiments.protocol import format_lr
 from memoptim.experiments.sweep import ADAM_FAMILY, SGD_FAMILY, hp_slug
 from memoptim.experiments.train import read_metrics
-from memoptim.registry import LABELS
+from memoptim.experiments.verdicts import (
+    TASK_TITLES,
+    summary_tables,
+    verdict_rows,
+    verdict_section,
+    write_verdicts,
+)
+from memoptim.registry import LABELS, REGISTRY
 
 NAMES = LABELS
-TASK_TITLES = {
-    "fashion-mnist": "Fashion-MNIST",
-    "brown-lm": "Brown LM",
-    "split-fashion-mnist": "Split Fashion-MNIST",
-    "permuted-fashion-mnist": "Permuted Fashion-MNIST",
-}
 DIAGNOSTIC_KEYS = ("sharpness", "distance", "buffer_variance", "buffer_agreement", "m_sharpness")
 
 
@@ -212,9 +214,13 @@ def _plot_curves(groups: Mapping[str, Group], key: str, title: str, path: Path) 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from memoptim.lab.plots import legend_outside, style_of
+
+    fig, ax = plt.subplots(figsize=(8, 4))
     drawn = False
-    for opt, g in groups.items():
+    order = list(NAMES)
+    for i, (opt, g) in enumerate(sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                                        else len(order))):
         series = [[h.get(key) for h in r.history] for r in g.runs]
         length = min(len(s) for s in series)
         arr = np.array([[np.nan if v is None else v for v in s[:length]] for s in series], float)
@@ -223,9 +229,10 @@ def _plot_curves(groups: Mapping[str, Group], key: str, title: str, path: Path) 
         x = np.arange(1, length + 1)
         m, s = np.nanmean(arr, 0), np.nanstd(arr, 0)
         lr = g.runs[0].config["hyperparameters"].get("lr")
-        label = NAMES.get(opt, opt) + (f" (lr={lr:g})" if lr is not None else "")
-        ax.plot(x, m, marker="o", ms=3, label=label)
-        ax.fill_between(x, m - s, m + s, alpha=0.15)
+        label = NAMES.get(opt, opt) + (f" (lr {format_lr(lr)})" if lr is not None else "")
+        kw = style_of(opt, i)
+        ax.plot(x, m, ms=4, label=label, **kw)
+        ax.fill_between(x, m - s, m + s, color=kw["color"], alpha=0.12, lw=0)
         drawn = True
     if drawn:
         from matplotlib.ticker import MaxNLocator
@@ -236,97 +243,81 @@ def _plot_curves(groups: Mapping[str, Group], key: str, title: str, path: Path) 
         ax.set_title(title)
         if key == "buffer_variance" or key == "sharpness":
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        legend_outside(ax)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn
 
 
-def verdict_section(runs: Sequence[Run], out: Path, plots: bool) -> list[str]:
-    """The tuned protocol's section: per task the lr-sensitivity figure, the tuning table and the
-    verdicts (95% CIs); writes ``out/verdicts.json`` (:mod:`memoptim.experiments.verdicts`)."""
-    from memoptim.experiments.protocol import MIN_SEEDS, tunings_from_runs
-    from memoptim.experiments.verdicts import (
-        plot_intervals,
-        plot_lr_curves,
-        tuning_table,
-        verdict_rows,
-        verdict_table,
-        write_verdicts,
-    )
-
-    rows = verdict_rows(runs)
-    write_verdicts(rows, out / "verdicts.json")
-    tunings = tunings_from_runs(runs)
-    md = [
-        "## Verdicts (tuned protocol)", "",
-        "Every optimizer ran the same log-spaced learning-rate grid on its tuning seed(s); a grid "
-        "whose best lr lay at an edge was widened. The comparison uses every seed at each "
-        "optimizer's own best lr: `diff` = optimizer - baseline (accuracy: higher is better; "
-        "perplexity: lower is better) with Welch's 95% confidence interval. The verdict word "
-        "follows the interval: **ahead** / **behind** if it excludes zero, **level** if it "
-        f"contains it, **not tuned** if a best lr is at its grid's edge, **pending** below "
-        f"{MIN_SEEDS} seeds. Machine-readable: [`verdicts.json`](verdicts.json).", "",
-    ]  # fmt: skip
-    tuning_seeds = sorted(set().union(*(t.tuning_seeds for t in tunings.values())))
-    md += [f"Tuning seed(s): {tuning_seeds}. They are also among the confirmation seeds, for every "
-           "optimizer alike: the selection favours each optimizer's own best lr equally.", "",
-           "Related evidence: the paper's real-data sensitivity figures in "
-           "[`paper-figures/`](paper-figures/report.md) and the toy reproduction, with every claim "
-           "also checked under the ablations and an lr-matched Adam, in "
-           "[`results/toy/`](../toy/report.md).", ""]
-    for task in sorted({t for t, _ in tunings}):
-        metric = next(r.summary["metric"] for r in runs if r.task == task)
-        md += [f"### {TASK_TITLES.get(task, task)} ({metric.replace('_', ' ')})", ""]
-        fig = out / f"lr_{task}.png"
-        if plots and plot_lr_curves(tunings, task, metric, fig):
-            md += [f"![learning-rate sensitivity]({fig.name})", ""]
-        forest = out / f"verdicts_{task}.png"
-        if plots and plot_intervals(rows, task, metric, forest):
-            md += [f"![differences with 95% confidence intervals]({forest.name})", ""]
-        md += ["Mean over the tuning seed(s) per learning rate (best in bold):", ""]
-        md += [*tuning_table(tunings, task), "", *verdict_table(rows, task), ""]
-        md += flattening_note(runs, tunings, task, metric)
-    return md
+class MixedSetups(ValueError):
+    """Runs of one task under different setups (epochs, subsets, batch size, schedule), whose
+    values cannot be pooled."""
 
 
-def flattening_note(runs: Sequence[Run], tunings: Mapping[tuple[str, str], Any], task: str,
-                    metric: str) -> list[str]:
-    """Whether the baseline's validation curve had flattened: its mean change over the last
-    epoch at its best lr (seeds averaged), beside the total change from the first epoch."""
-    base = "adam" if (task, "adam") in tunings else None
-    if base is None or tunings[(task, base)].best_lr is None:
-        return []
-    lr = tunings[(task, base)].best_lr
-    curves = [[h.get(metric) for h in r.history] for r in runs
-              if r.task == task and r.optimizer == base and float(r.config["hyperparameters"]["lr"]) == lr]
-    curves = [c for c in curves if len(c) >= 2 and None not in c[-2:]]
-    if not curves or metric == "learning_accuracy":
-        return []
-    last = statistics.fmean(c[-1] - c[-2] for c in curves)
-    total = statistics.fmean(c[-1] - c[0] for c in curves)
-    return [f"Flattening check: {NAMES[base]} at lr {lr:g} changed its {metric.replace('_', ' ')} by "
-            f"{last:+.3g} over the last epoch ({total:+.3g} since the first), mean of {len(curves)} "
-            "seeds.", ""]
+def setup_of(run: Run) -> str:
+    """The settings that must agree for two runs of a task to be compared: epochs, subsets,
+    batch size and schedule (as resolved)."""
+    c, res = run.config, run.summary.get("resolved", {})
+    return (f"epochs={c.get('epochs')}, subset={c.get('subset')}, eval_subset={c.get('eval_subset')}, "
+            f"batch_size={res.get('batch_size', c.get('batch_size'))}, "
+            f"schedule={res.get('schedule', c.get('schedule'))}")
+
+
+def check_setups(runs: Sequence[Run], root: str | os.PathLike[str]) -> None:
+    """Raise :class:`MixedSetups` (one line: the task, two setups and a run of each) when runs
+    under ``root`` that would be compared -- one task, one optimizer family (the verdicts never
+    compare across families) -- differ in setup."""
+    first: dict[tuple[str, str, str], Run] = {}
+    for r in runs:
+        first.setdefault((r.task, _family(r.optimizer), setup_of(r)), r)
+    for task, family in sorted({(t, f) for t, f, _ in first}):
+        found = [(setup, r) for (t, f, setup), r in first.items() if (t, f) == (task, family)]
+        if len(found) > 1:
+            (a, ra), (b, rb) = found[:2]
+            where = [str(x.path.relative_to(root)) for x in (ra, rb)]
+            raise MixedSetups(f"the {task} runs under {root} differ in setup, so they cannot be pooled: "
+                              f"{a} ({where[0]}) vs {b} ({where[1]}); report each setup's directory "
+                              "separately with --runs")
+
+
+def _family(optimizer: str) -> str:
+    entry = REGISTRY.get(optimizer)
+    return optimizer if entry is None else entry.family
 
 
 def build_report(
     runs_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], plots: bool = True
 ) -> Path:
-    """Write ``report.md`` (+ PNG figures) in ``out_dir``; returns the Markdown path."""
+    """Write ``report.md`` (+ PNG figures) and ``verdicts.json`` in ``out_dir``; returns the
+    Markdown path.
+
+    Raises:
+        MixedSetups: the runs of a task differ in setup (:func:`check_setups`).
+        FileNotFoundError: no finished run under ``runs_root``.
+    """
+    runs, unfinished = collect_runs(runs_root)
+    if not runs:
+        raise FileNotFoundError(f"no finished run under {runs_root} (a run directory holds config.json "
+                                "and summary.json: memoptim train writes them)")
+    check_setups(runs, runs_root)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs, unfinished = collect_runs(runs_root)
     grouped = group_runs(runs)
     best: dict[str, dict[str, Group]] = defaultdict(dict)
     for (task, opt), gs in grouped.items():
         best[task][opt] = best_group(gs)
+    rows = verdict_rows(runs)
+    write_verdicts(rows, out / "verdicts.json")
 
-    md: list[str] = ["# memoptim real-data benchmarks (CPU-scale analogue of the paper's section 5)", ""]
+    md: list[str] = ["# memoptim real-data benchmarks (CPU-scale analogue of the paper's section 5)", "",
+                     "## Summary", ""]
+    md += summary_tables(rows) or [
+        "No comparison yet: a verdict needs runs of an optimizer and of its baseline on the same task "
+        f"(found: {', '.join(sorted({f'{r.optimizer} on {r.task}' for r in runs}))}).", ""]
     md += _overview(runs, unfinished)
     md += _setup_section(runs)
-    md += verdict_section(runs, out, plots)
+    md += verdict_section(runs, rows, out, plots)
     fm, lm = best.get("fashion-mnist", {}), best.get("brown-lm", {})
     md += _table2(fm, lm)
     md += _table3(fm)
@@ -339,10 +330,34 @@ def build_report(
     return path
 
 
+#: The tasks' descriptions: (the tasks a line describes, the line).
+TASK_NOTES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("fashion-mnist",),
+     "- **Fashion-MNIST** (stand-in for CIFAR-10/100, Tables 2-3): 28x28 grey images, 10 classes; 50k "
+     "train / 10k validation held out of the training set (stratified) / 10k test; residual CNN with 3 "
+     "stages (78k parameters), batch 32, LR divided by 10 at mid-training."),
+    (("brown-lm",),
+     "- **Brown LM** (stand-in for PTB, Table 2): Brown corpus, files split 80/10/10, 10k vocabulary "
+     "with <unk>, one-layer LSTM (128 units), BPTT 35, batch 20, gradient clipping 1.0; validation "
+     "perplexity."),
+    (("gpt-brown",),
+     "- **GPT on Brown** (a transformer, trained as transformers are): the Brown LM's data and "
+     "vocabulary, a small pre-LayerNorm decoder-only GPT with a tied embedding; decoupled weight "
+     "decay on the matrices, linear warm-up and cosine decay, gradient clipping 1.0; validation "
+     "perplexity; the Adam-family baseline is AdamW."),
+    (("split-fashion-mnist", "permuted-fashion-mnist"),
+     "- **Split / Permuted Fashion-MNIST** (stand-ins for TinyImagenet / 5-dataset, Table 4): 5 tasks "
+     "(2 classes each / 5 pixel permutations), the same CNN and optimizer state carried across tasks, "
+     "constant LR; learning accuracy = mean accuracy on each task right after training on it."),
+)
+
+
 def _overview(runs: Sequence[Run], unfinished: Sequence[Path]) -> list[str]:
-    """Run counts and training time, how the values are computed, and the tasks' descriptions."""
+    """Run counts and training time, how the values are computed, and the descriptions of the
+    tasks that ran."""
     total_time = sum(float(r.summary.get("elapsed") or 0.0) for r in runs)
     diverged = sum(r.summary.get("status") == "diverged" for r in runs)
+    present = {r.task for r in runs}
     return [
         f"Runs: {len(runs)} finished ({diverged} diverged), {len(unfinished)} unfinished; "
         f"total training time {total_time / 3600:.2f} h (sum over runs).",
@@ -354,17 +369,7 @@ def _overview(runs: Sequence[Run], unfinished: Sequence[Path]) -> list[str]:
         "",
         "## Tasks (CPU stand-ins for the paper's benchmarks)",
         "",
-        "- **Fashion-MNIST** (stand-in for CIFAR-10/100, Tables 2-3): 28x28 grey images, "
-        "10 classes; 50k train / 10k validation held out of the training set (stratified) / "
-        "10k test; residual CNN with 3 stages (78k parameters), batch 32, LR divided by 10 at "
-        "mid-training.",
-        "- **Brown LM** (stand-in for PTB, Table 2): Brown corpus, files split 80/10/10, 10k "
-        "vocabulary with <unk>, one-layer LSTM (128 units), BPTT 35, batch 20, gradient clipping "
-        "1.0; validation perplexity.",
-        "- **Split / Permuted Fashion-MNIST** (stand-ins for TinyImagenet / 5-dataset, Table 4): "
-        "5 tasks (2 classes each / 5 pixel permutations), the same CNN and optimizer state "
-        "carried across tasks, constant LR; learning accuracy = mean accuracy on each task "
-        "right after training on it.",
+        *[line for tasks, line in TASK_NOTES if present & set(tasks)],
         "",
     ]
 
@@ -374,13 +379,7 @@ def _setup_section(runs: Sequence[Run]) -> list[str]:
     md = ["## Setup of the runs found", ""]
     setups: dict[str, set[str]] = defaultdict(set)
     for r in runs:
-        c, res = r.config, r.summary.get("resolved", {})
-        setups[r.task].add(
-            f"epochs={c.get('epochs')}, subset={c.get('subset')}, "
-            f"eval_subset={c.get('eval_subset')}, "
-            f"batch_size={res.get('batch_size', c.get('batch_size'))}, "
-            f"schedule={res.get('schedule', c.get('schedule'))}"
-        )
+        setups[r.task].add(setup_of(r))
     for task in sorted(setups):
         seeds = sorted({r.config["seed"] for r in runs if r.task == task})
         md.append(f"- {TASK_TITLES.get(task, task)}: {'; '.join(sorted(setups[task]))}; "
@@ -480,10 +479,16 @@ def _configurations_section(
             for g in sorted(grouped[(task, opt)], key=lambda g: g.hp):
                 mark = "**best**" if g is chosen else ""
                 vals = ", ".join(_fmt(v, digits=2) for v in g.values)
-                rows.append([NAMES.get(opt, opt), g.hp, _cell(g, 2), vals, mark])
+                rows.append([NAMES.get(opt, opt), _hp_text(g.runs[0].config["hyperparameters"]),
+                             _cell(g, 2), vals, mark])
         md += _table(["Optimizer", "hyperparameters", "mean ± std", "per seed", ""], rows)
         md.append("")
     return md
+
+
+def _hp_text(hp: Mapping[str, Any]) -> str:
+    """``beta2=0.999, lr=3e-4``: the hyperparameters, the learning rate compact."""
+    return ", ".join(f"{k}={format_lr(v) if k == 'lr' else v}" for k, v in sorted(hp.items()))
 
 
 def _curves_section(best: Mapping[str, Mapping[str, Group]], out: Path) -> list[str]:

@@ -22,7 +22,9 @@ from memoptim.registry import LABELS as _REGISTRY_LABELS
 __all__ = [
     "COLORS",
     "LABELS",
+    "MARKERS",
     "STYLES",
+    "legend_outside",
     "plot_buffer_diagnostics",
     "plot_buffer_vectors",
     "plot_convergence_rates",
@@ -30,29 +32,55 @@ __all__ = [
     "plot_loss_curves",
     "plot_sharp_flat_1d",
     "plot_trajectories",
+    "style_of",
 ]
 
 #: Display names of the registry's optimizers (the registry's own).
 LABELS = _REGISTRY_LABELS
-#: Fixed colour per optimizer.
-COLORS: dict[str, str] = {
-    "adam": "tab:blue", "adam+sam": "tab:orange", "adam+cg": "tab:green", "adam+cm": "tab:red",
-    "adam+sam+cm": "tab:purple", "sgd": "tab:brown", "sgd+cm": "tab:pink", "sgd+cg": "tab:olive",
-    "adamw": "tab:cyan", "adamomentum": "tab:gray", "adam+cm-nomem": "darkgoldenrod",
-    "adam+cm-vg": "darkred", "adam+cm-random": "salmon", "adam+cm-authors": "black",
-    "adam+cg-authors": "darkgreen", "sgd+cm-authors": "deeppink", "sgd+cg-authors": "darkolivegreen",
-}
+#: Colours in the order the registry's optimizers take them: tab10, then tab20's light shades,
+#: then darker ones; each optimizer gets its own.
+_PALETTE = (
+    "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+    "tab:gray", "tab:olive", "tab:cyan", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "black", "navy", "darkgreen",
+    "maroon", "indigo", "teal",
+)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d")
+#: Fixed colour per optimizer, from its place in the registry (stable across figures and runs).
+COLORS: dict[str, str] = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(_REGISTRY_LABELS)}
+#: Fixed marker per optimizer, from its place in the registry: with the colour, a distinct pair.
+MARKERS: dict[str, str] = {name: _MARKERS[i % len(_MARKERS)] for i, name in enumerate(_REGISTRY_LABELS)}
 
 
 #: Line style and width per optimizer, so that curves that coincide (Adam and Adam+SAM with a
-#: small rho often do) stay visible.
+#: small rho often do, and Adam+CG's often follows Adam's) stay visible: Adam is drawn wide,
+#: translucent and on top (:data:`ON_TOP`), so the curves under it show through; Adam+SAM dashed.
 STYLES: dict[str, tuple[str, float]] = {
-    "adam": ("-", 2.6), "adam+sam": ("--", 1.4), "adam+sam+cm": ("--", 1.4),
+    "adam": ("-", 3.2), "adamw": ("-", 3.2), "adam+sam": ("--", 1.4), "adam+sam+cm": ("--", 1.4),
 }
+#: Optimizers drawn on top of the others.
+ON_TOP = ("adam", "adamw")
 
 
 def _style(name: str) -> tuple[str, float]:
     return STYLES.get(name.split(" ")[0], ("-", 1.4))
+
+
+def style_of(name: str, i: int = 0) -> dict[str, Any]:
+    """Matplotlib keywords of an optimizer's series (``color``, ``marker``, ``linestyle``,
+    ``linewidth``, ``zorder``); a series name ``"<registry name> <suffix>"`` takes its registry
+    name's; an unknown name the ``i``-th default colour."""
+    ls, lw = _style(name)
+    first = name.split(" ")[0]
+    top = first in ON_TOP
+    return {"color": _color(name, i), "marker": MARKERS.get(first, _MARKERS[i % len(_MARKERS)]),
+            "linestyle": ls, "linewidth": lw, "zorder": 3 if top else 2, "alpha": 0.6 if top else 1.0}
+
+
+def legend_outside(ax: Any, fontsize: int = 7, ncol: int = 1) -> None:
+    """The legend to the right of the axes, outside the data."""
+    ax.legend(fontsize=fontsize, ncol=ncol, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0, frameon=False)
 
 
 def _plt() -> Any:
@@ -128,9 +156,8 @@ def plot_trajectories(
         ax.contour(_np(X), _np(Y), Z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
         for i, (name, traj) in enumerate(trajectories.items()):
             t = _np(traj)[:, run]
-            ls, lw = _style(name)
-            ax.plot(t[:, 0], t[:, 1], ls, color=_color(name, i), lw=lw, label=_label(name))
-            ax.plot(t[-1, 0], t[-1, 1], "o", color=_color(name, i), ms=5, mec="k")
+            kw = style_of(name, i)
+            ax.plot(t[:, 0], t[:, 1], label=_label(name), markevery=[len(t) - 1], ms=6, mec="k", **kw)
         t0 = first[0, run]
         ax.plot(t0[0], t0[1], "ks", ms=7)
         if minimum is not None:
@@ -140,10 +167,12 @@ def plot_trajectories(
         ax.set_title(f"start ({t0[0]:.2f}, {t0[1]:.2f})", fontsize=9)
     for k in range(len(idx), nrow * ncol):
         axes[k // ncol][k % ncol].axis("off")
-    axes[0][0].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    right = 1 - 1.7 / fig.get_size_inches()[0]  # the legend's column, outside the panels
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(right, 0.5), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    return _save(fig, out)
+    return _save(fig, out, rect=(0, 0, right, 1))
 
 
 def plot_loss_curves(
@@ -157,19 +186,19 @@ def plot_loss_curves(
 ) -> Path:
     """Mean loss over runs with a +-1 standard deviation band; ``curves[name]`` is ``(T + 1, N)``."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
     for i, (name, c) in enumerate(curves.items()):
         a = _np(c)
         mean, std = a.mean(1), a.std(1)
         steps = np.arange(a.shape[0])
-        ls, lw = _style(name)
-        ax.plot(steps, mean, ls, color=_color(name, i), lw=lw, label=_label(name))
-        ax.fill_between(steps, mean - std, mean + std, color=_color(name, i), alpha=0.15)
+        kw = style_of(name, i)
+        ax.plot(steps, mean, label=_label(name), markevery=max(1, len(steps) // 8), ms=5, **kw)
+        ax.fill_between(steps, mean - std, mean + std, color=kw["color"], alpha=0.12, lw=0)
     if mark_step is not None:
         ax.axvline(mark_step, color="k", ls=":", lw=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, out)
@@ -188,13 +217,16 @@ def plot_escape_ratio(
     the first word picks the colour.  ``paper`` (same layout) is drawn dashed.
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    by_name = len({n.split(" ")[0] for n in ratios}) == len(ratios)
     for i, (name, r) in enumerate(ratios.items()):
         ss = list(r)
-        color = _color(name, i) if len({n.split(" ")[0] for n in ratios}) == len(ratios) else f"C{i}"
+        kw = style_of(name, i)
+        if not by_name:  # several series of one optimizer (e.g. buffer sizes): one colour and marker each
+            kw.update(color=f"C{i % 10}", marker=_MARKERS[i % len(_MARKERS)])
+        color = kw["color"]
         first, _, rest = name.partition(" ")
-        ax.plot(range(len(ss)), [r[s] for s in ss], "o-", color=color,
-                label=f"{_label(first)} {rest}".strip())
+        ax.plot(range(len(ss)), [r[s] for s in ss], label=f"{_label(first)} {rest}".strip(), **kw)
         if paper and name in paper:
             ax.plot(range(len(ss)), [paper[name].get(s, math.nan) for s in ss], "x--",
                     color=color, alpha=0.6)
@@ -203,7 +235,7 @@ def plot_escape_ratio(
     ax.set_xlabel("sharpness coefficient s")
     ax.set_ylabel("escape ratio")
     ax.set_ylim(-0.03, 1.03)
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, out)
@@ -277,16 +309,16 @@ def plot_convergence_rates(
     Series whose label contains ``"beta=0.9"`` are dashed (fixed :math:`\beta`).
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
     for i, (name, vals) in enumerate(series.items()):
         color = "tab:blue" if name.lower().startswith("momentum") else "tab:red"
         ls = "--" if "beta=0.9" in name else "-"
         y = np.maximum(1.0 - np.asarray(vals, dtype=float), 1e-12)
-        ax.loglog(kappas, y, ls, color=color if len(series) <= 4 else f"C{i}", marker="o", ms=3,
-                  label=name)
+        ax.loglog(kappas, y, ls, color=color if len(series) <= 4 else f"C{i}",
+                  marker=_MARKERS[i % len(_MARKERS)], ms=4, label=name)
     ax.set_xlabel(r"condition number $\kappa = L/\mu$")
     ax.set_ylabel(r"$1 - \rho^*$")
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, out)
@@ -306,7 +338,7 @@ def plot_buffer_diagnostics(
     plt = _plt()
     metrics = [("distance", "distance from start"), ("variance", "buffer variance"),
                ("cosine", "buffer cosine similarity")]
-    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 3.6))
     for i, (name, d) in enumerate(diagnostics.items()):
         steps = _np(d["steps"])
         for ax, (key, label) in zip(axes, metrics):
@@ -315,11 +347,12 @@ def plot_buffer_diagnostics(
             count = finite.sum(axis=1)
             total = np.where(finite, vals, 0.0).sum(axis=1)
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            ax.plot(steps, mean, color=_color(name, i), label=_label(name))
+            ax.plot(steps, mean, label=_label(name), markevery=max(1, len(steps) // 8), ms=5,
+                    **style_of(name, i))
             ax.set_xlabel("step")
             ax.set_ylabel(label)
     axes[1].set_yscale("log")
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[2], fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, out)

@@ -1,0 +1,108 @@
+"""The findings where users look (README "Does it help?", docs/findings.md) are generated from
+verdicts.json and say what the verdict words say."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+
+from memoptim.experiments import findings as F
+
+ROOT = Path(__file__).resolve().parents[1]
+VERDICTS = ROOT / "results" / "benchmarks" / "verdicts.json"
+TOY = ROOT / "results" / "toy" / "results.json"
+
+
+def _committed() -> tuple[list[dict], dict | None]:
+    return F.load(VERDICTS, TOY)
+
+
+def _readme_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert F.START in text and F.END in text, "README lost its findings markers"
+    return F.START + text.split(F.START, 1)[1].split(F.END, 1)[0] + F.END
+
+
+def test_readme_section_is_what_verdicts_json_gives():
+    rows, toy = _committed()
+    assert _readme_block() == F.readme_section(rows, toy), (
+        f"README's 'Does it help?' differs from verdicts.json: run `{F.COMMAND}`")
+
+
+def test_docs_findings_page_is_what_verdicts_json_gives():
+    rows, toy = _committed()
+    assert (ROOT / "docs" / "findings.md").read_text() == F.docs_page(rows, toy), (
+        f"docs/findings.md differs from verdicts.json: run `{F.COMMAND}`")
+
+
+def test_every_interval_in_the_readme_table_is_a_verdict_of_verdicts_json():
+    rows, _ = _committed()
+    table = [line for line in _readme_block().splitlines() if line.startswith("| ") and "[" in line]
+    assert table, "the README's findings table has no intervals"
+    known = {f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] **{r['verdict']}**"
+             for r in rows if r["diff"] is not None}
+    for line in table:
+        for cell in re.findall(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \*\*[a-z ]+\*\*", line):
+            assert cell in known, f"{cell!r} is not in verdicts.json"
+
+
+def test_a_changed_number_changes_the_section():
+    rows, toy = _committed()
+    changed = copy.deepcopy(rows)
+    row = next(r for r in changed if r["diff"] is not None)
+    row["diff"] += 0.5
+    assert F.readme_section(changed, toy) != F.readme_section(rows, toy)
+
+
+def _row(task: str, opt: str, base: str, diff: float | None, verdict: str, mode: str = "max") -> dict:
+    lo, hi = (None, None) if diff is None else (diff - 0.2, diff + 0.2)
+    return {"task": task, "optimizer": opt, "baseline": base, "diff": diff, "ci_low": lo, "ci_high": hi,
+            "verdict": verdict, "mean": 90.0, "baseline_mean": 90.0, "best_lr": 1e-3, "baseline_best_lr": 1e-3,
+            "seeds": 5, "baseline_seeds": 5, "contrast": "", "metric": "val_accuracy", "mode": mode,
+            "reason": ""}
+
+
+def test_prose_follows_the_verdict_words():
+    behind = [_row("fashion-mnist", "adam+cm", "adam", -0.7, "behind"),
+              _row("brown-lm", "adam+cm", "adam", 0.1, "level", mode="min")]
+    text = " ".join(F.answer(behind))
+    assert "behind on Fashion-MNIST" in text and "level on Brown LM" in text
+    assert "not supported by this evidence" in text and "disagrees with the paper" in text
+    ahead = [_row("fashion-mnist", "adam+cm", "adam", 0.9, "ahead")]
+    text = " ".join(F.answer(ahead))
+    assert "helps on Fashion-MNIST" in text
+    assert "not supported" not in text and "disagrees" not in text
+
+
+def test_the_transformer_is_compared_with_adamw_and_named_so():
+    rows = [_row("gpt-brown", "adam+cm", "adamw", 3.0, "behind", mode="min"),
+            _row("gpt-brown", "lion", "lion", None, "pending")]
+    assert "(AdamW on the transformer)" in F.answer(rows)[0]
+    table = "\n".join(F.headline_table(rows))
+    assert "| AdamW 90.00 (1e-3) | +3.00 [+2.80, +3.20] **behind** |" in table
+
+
+def test_priority_answer_and_the_contrasts_not_run_yet():
+    rows = [_row("brown-lm", "adam+cm", "adam+cm-random", 0.1, "level")]
+    text = F.priority(rows)
+    assert "No difference detected so far" in text and "FIFO replacement not measured yet" in text
+    rows.append(_row("brown-lm", "adam+cm", "adam+cm-fifo", 2.0, "ahead"))
+    assert "disagree" in F.priority(rows)
+    missing = F.mechanism(rows)[-1]
+    assert missing.startswith("- Not measured yet") and "decay 0.99" in missing
+
+
+def test_best_variant_respects_the_metric_direction():
+    rows = [_row("brown-lm", "adam+cm-nomem", "adam", -2.0, "ahead", mode="min"),
+            _row("brown-lm", "adamomentum", "adam", 1.0, "level", mode="min"),
+            _row("brown-lm", "adam+cm-random", "adam", -5.0, "pending", mode="min")]
+    assert F.best_variant(rows, "brown-lm")["optimizer"] == "adam+cm-nomem"
+
+
+def test_replace_section_needs_the_markers():
+    assert F.replace_section(f"a\n{F.START}\nold\n{F.END}\nb", "NEW") == "a\nNEW\nb"
+    with pytest.raises(ValueError, match="markers"):
+        F.replace_section("no markers", "NEW")
