@@ -43,8 +43,9 @@ Layout (one buffer per parameter tensor, kept in ``optimizer.state[p]`` so that
 Deferred offers (the native CPU kernels, critical momenta only): the step's pass
 cannot store :math:`m_t` in its slot -- the offer is decided after the pass, when the
 gradient norms it computed are known -- so it records the accepted slot (or -1) in
-``critical_pending`` (0-d int64) and the name of the state entry that still holds the
-value in ``critical_pending_from`` (``"exp_avg"``, ``"momentum_buffer"``); the next
+``critical_pending`` (0-d int64) and which state entry still holds the value in
+``critical_pending_from`` (0-d int64, an index into :data:`PENDING_SOURCES`: ``"exp_avg"``,
+``"momentum_buffer"``; state dicts written before held the name itself, and still load); the next
 step's pass reads that momentum anyway and stores it on the way, before aggregating,
 which is the order of Algorithm 1.  Keys, fill and replacement counts are final at
 once; :meth:`CriticalBuffer.from_state` (hence every inspection),
@@ -64,8 +65,8 @@ from torch import Tensor
 
 from memoptim.policy import POLICIES, choose_slots, replacement_draw
 
-__all__ = ["AGGREGATIONS", "PENDING_KEYS", "POLICIES", "RESYNC_INTERVAL", "CriticalBuffer", "aggregate",
-           "offer", "replacement_draw"]
+__all__ = ["AGGREGATIONS", "PENDING_KEYS", "PENDING_SOURCES", "POLICIES", "RESYNC_INTERVAL", "CriticalBuffer",
+           "aggregate", "offer", "replacement_draw"]
 
 #: Divisors of the buffer sum in the aggregate: the capacity (ours) or the filled slots (the authors').
 AGGREGATIONS = ("capacity", "filled")
@@ -83,6 +84,9 @@ STATE_KEYS: tuple[str, ...] = (_KEYS, _VALUES, _SUM, _REPL)
 _PENDING, _PENDING_FROM = "critical_pending", "critical_pending_from"
 #: State entries of a deferred offer (see the module docstring); absent when none is pending.
 PENDING_KEYS: tuple[str, ...] = (_PENDING, _PENDING_FROM)
+#: The state entries a deferred offer may take its value from; ``critical_pending_from`` holds an
+#: index into this tuple, so the state holds tensors only.
+PENDING_SOURCES: tuple[str, ...] = ("exp_avg", "momentum_buffer")
 
 
 def _is_dtensor(t: Tensor) -> bool:
@@ -93,6 +97,12 @@ def _is_dtensor(t: Tensor) -> bool:
 def _local(t: Tensor) -> Tensor:
     """The local shard of a DTensor (an alias: in-place changes reach the DTensor), else ``t``."""
     return t.to_local() if _is_dtensor(t) else t
+
+
+def pending_source(marker: Tensor | str) -> str:
+    """The state entry a deferred offer takes its value from: ``critical_pending_from`` is an
+    index into :data:`PENDING_SOURCES` (state dicts written before held the name itself)."""
+    return marker if isinstance(marker, str) else PENDING_SOURCES[int(marker)]
 
 
 def key_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -182,9 +192,13 @@ class CriticalBuffer:
     def pending_state(state: dict[str, Any], source: str) -> Tensor:
         """The deferred-offer entry of ``state`` (created at -1: nothing pending), noting that
         an accepted value will be ``state[source]`` until the next step."""
+        if source not in PENDING_SOURCES:
+            raise ValueError(f"a deferred offer cannot come from {source!r}; valid: "
+                             f"{', '.join(PENDING_SOURCES)}")
         if _PENDING not in state:
             state[_PENDING] = torch.full((), -1, dtype=torch.int64)
-        state[_PENDING_FROM] = source
+        if not isinstance(state.get(_PENDING_FROM), Tensor):  # a rule's momentum entry never changes
+            state[_PENDING_FROM] = torch.full((), PENDING_SOURCES.index(source), dtype=torch.int64)
         return state[_PENDING]
 
     @staticmethod
@@ -198,10 +212,11 @@ class CriticalBuffer:
         if slot_t is None or _KEYS not in state:
             return
         buf = CriticalBuffer(state[_KEYS], state[_VALUES], state[_SUM], state[_REPL])
+        # Deferred offers come from the native CPU kernels only, so these reads stay on the host.
         slot = int(slot_t)
         if slot >= 0:
             old = buf.values[slot].to(buf.total.dtype, copy=True)
-            new = state[source].to(buf.values.dtype)
+            new = state[pending_source(source)].to(buf.values.dtype)
             buf.values[slot].copy_(new)
             buf.total.add_(new.to(buf.total.dtype) - old)
         step = state.get("step")
@@ -252,6 +267,15 @@ class CriticalBuffer:
     def resync(self) -> None:
         """Recompute the running sum exactly from the stored values."""
         torch.sum(_local(self.values), dim=0, dtype=self.total.dtype, out=_local(self.total))
+
+    def resync_where(self, due: Tensor) -> None:
+        r""":meth:`resync` where the 0-d bool ``due`` holds, decided on the device:
+        :math:`S \leftarrow \mathrm{due}\ ?\ \sum_j B_j : S`.  Bit-identical to
+        ``if due: resync()`` (the select copies one of the two exactly), at the cost of summing
+        the values every call; for step counters the host cannot read without waiting."""
+        total = _local(self.total)
+        exact = torch.sum(_local(self.values), dim=0, dtype=total.dtype)
+        total.copy_(torch.where(due.to(total.device), exact, total))
 
 
 def aggregate(xs: Sequence[Tensor], buffers: Sequence[CriticalBuffer], foreach: bool) -> list[Tensor]:

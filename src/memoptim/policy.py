@@ -20,13 +20,14 @@ Adding a policy: write its decision function and list it in :data:`POLICIES`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["POLICIES", "choose_slots", "draws", "fifo_replacement", "replacement_draw"]
+__all__ = ["POLICIES", "choose_slots", "device_draw", "draws", "fifo_replacement", "replacement_draw"]
 
 #: ``(stacked keys (N, C), offered keys (N,), the policy's input) -> (slot (N, 1), current key (N,),
 #: accept (N,))``; the input is the random policy's draws, the FIFO policy's replacement counts.
@@ -45,10 +46,12 @@ def random_replacement(stacked: Tensor, keys: Tensor,
                        draws: Sequence[tuple[bool, int]]) -> tuple[Tensor, Tensor, Tensor]:
     """The first free slot, else the drawn slot; accepted if free, else with the drawn chance."""
     slot = stacked.argmin(dim=1, keepdim=True)
-    # Host-side draws: on an accelerator their copy to the device waits for queued work, a
-    # cost of this ablation only (the default policy decides on the device).
-    drawn = torch.tensor([d[0] for d in draws]).to(stacked.device)
-    j = torch.tensor([[d[1]] for d in draws]).to(stacked.device)
+    if isinstance(draws[0][0], Tensor):  # drawn on the device (device_draw)
+        drawn = torch.stack([d[0] for d in draws])
+        j = torch.stack([d[1] for d in draws]).unsqueeze(1)
+    else:  # drawn on the host from CPU step counters: no device to wait for
+        drawn = torch.tensor([d[0] for d in draws]).to(stacked.device)
+        j = torch.tensor([[d[1]] for d in draws]).to(stacked.device)
     free = torch.isneginf(stacked).any(dim=1)
     slot = torch.where(free.unsqueeze(1), slot, j)
     current = stacked.gather(1, slot).squeeze(1)
@@ -95,9 +98,53 @@ def replacement_draw(policy_seed: int, step: int, capacity: int, replace_prob: f
     return u < replace_prob, j
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """:math:`x c \bmod 2^{32}` for int64 ``x`` in :math:`[0, 2^{32})`, exact in int64 (16-bit halves)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of int64 ``x`` in :math:`[0, 2^{32})`."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def device_draw(policy_seed: int, steps: Tensor, capacity: int, replace_prob: float) -> tuple[Tensor, Tensor]:
+    r"""The random policy's decisions for step counters ``steps`` (``(N,)``, the steps done
+    before this one) computed on their device: ``(accept (N,) bool, slot (N,) int64)``.
+
+    With :math:`k = \texttt{policy\_seed} \cdot 1\,000\,003 + t` (:math:`t` the 1-based step)
+    and :math:`h = H(k_{lo} \oplus H(k_{hi} \oplus \mathtt{9E3779B9}))` for a 32-bit hash
+    :math:`H`: :math:`u = H(h \oplus \mathtt{68E31DA4}) / 2^{32}`, :math:`j = H(h \oplus
+    \mathtt{B5297A4D}) \bmod C`, accept iff :math:`u <` ``replace_prob``.  A pure function of
+    ``(policy_seed, t)`` like :func:`replacement_draw`, but not the same numbers: the CPU keeps
+    :func:`replacement_draw`'s, which reproduce earlier runs; tensors elsewhere use these.
+    """
+    k = steps.to(torch.int64) + (1 + policy_seed * 1_000_003)
+    h = _mix32((k & _M32) ^ _mix32((k >> 32) ^ 0x9E3779B9))
+    threshold = math.ceil(replace_prob * 2**32)  # u < p  <=>  2^32 u < ceil(2^32 p) for integer 2^32 u
+    accept = _mix32(h ^ 0x68E31DA4) < threshold
+    return accept, _mix32(h ^ 0xB5297A4D) % capacity
+
+
 def draws(group: dict[str, Any], buffers: Sequence[Any], steps: Sequence[Tensor]) -> None:
-    """Attach this step's draws to the buffers of a ``policy="random"`` group (else nothing)."""
-    if group["policy"] != "random":
+    """Attach this step's draws to the buffers of a ``policy="random"`` group (else nothing):
+    :func:`replacement_draw` for step counters on the CPU (read there, which waits for nothing;
+    the same draws in eager and compiled runs), else :func:`device_draw` on the counters' device,
+    so the step never waits for the device."""
+    if group["policy"] != "random" or not buffers:
+        return
+    if any(s.device.type != "cpu" for s in steps):
+        accept, slot = device_draw(group["policy_seed"], torch.stack([s.reshape(()) for s in steps]),
+                                   buffers[0].capacity, group["replace_prob"])
+        for i, b in enumerate(buffers):
+            b.draw = (accept[i], slot[i])
         return
     for b, s in zip(buffers, steps):
         b.draw = replacement_draw(group["policy_seed"], int(s) + 1, b.capacity, group["replace_prob"])

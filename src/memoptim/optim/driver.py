@@ -21,10 +21,11 @@ from memoptim.optim import _validation as V
 from memoptim.optim import native
 from memoptim.optim.backends import is_native, select_kernel
 from memoptim.optim.base import STATE_DICT_TAG, BaseOptimizer, ParamsT, run_closure
-from memoptim.optim.keys import keys_from_norms, local_keys, priority_keys
+from memoptim.optim.keys import grad_norms, keys_dtype, keys_from_norms, local_keys, priority_keys
 from memoptim.optim.memory import CRITICAL_MOMENTA, NONE, kernel
+from memoptim.optim.placement import as_complex_like, as_real, by_device, place
 from memoptim.optim.rules import Rule
-from memoptim.optim.rules.ops import prepare_grads
+from memoptim.optim.rules.ops import on_device, prepare_grads
 from memoptim.policy import draws
 
 #: The memory options of every memory-augmented optimizer and their defaults (this project's
@@ -73,21 +74,65 @@ class RuleOptimizer(BaseOptimizer):
         loss = run_closure(closure)
         for group in self.param_groups:
             rule = self._rule_for(group)
+            started = self._started(group)  # before collect creates the counters of fresh tensors
             got = rule.collect(self, group)
             if not got.params:
                 continue
             params, states = self._step_group(group, kernel(rule, self.memory_mode), got.params, got.grads,
-                                              got.states, got.steps, rule.hyper(group))
+                                              got.states, got.steps, rule.hyper(group), started)
             rule.store(self, params, states, group)
         return loss
 
+    def _started(self, group: dict[str, Any]) -> frozenset[int]:
+        """Ids of the step counters that exist before this step (used by the authors' seeding
+        step; a host-side fact, so no counter is read)."""
+        return frozenset()
+
     def _step_group(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
                     grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
-                    hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
+                    hyper: dict[str, Any], started: frozenset[int] = frozenset(),
+                    ) -> tuple[list[Tensor], Sequence[list[Any]]]:
+        """One group's step: complex tensors as their real views, and the protocol
+        (:meth:`_step_tensors`) once per device (:mod:`memoptim.optim.placement`).  Returns the
+        ``params`` and ``states`` the kernel stepped, so the rule can store state it created."""
+        complex_ = any(p.is_complex() for p in params)
+        if complex_:
+            rp, rg = [as_real(p) for p in params], [as_real(g) for g in grads]
+            rs: Sequence[list[Any]] = [[as_real(x) for x in xs] for xs in states]
+        else:
+            rp, rg, rs = params, grads, states
+        buckets = by_device(rp)
+        if len(buckets) == 1:
+            done, out = self._step_tensors(group, eager, rp, rg, rs, steps, hyper, started)
+        else:
+            shared = self._shared_keys(group, rg, buckets)
+            done, out = [], [[] for _ in states]
+            for b, idx in enumerate(buckets):
+                d, s = self._step_tensors(group, eager, _pick(rp, idx), _pick(rg, idx),
+                                          [_pick(xs, idx) if len(xs) else xs for xs in rs], _pick(steps, idx),
+                                          hyper, started, None if shared is None else shared[b])
+                done += [idx[i] for i in d]
+                for acc, xs in zip(out, s):
+                    acc.extend(xs)
+        stepped = [params[i] for i in done]
+        if complex_:
+            out = [[as_complex_like(x, p) for x, p in zip(xs, stepped)] if len(xs) else xs for xs in out]
+        return stepped, out
+
+    def _shared_keys(self, group: dict[str, Any], grads: list[Tensor],
+                     buckets: list[list[int]]) -> list[Tensor] | None:
+        """Keys a group spanning several devices shares across them (none without a buffer)."""
+        return None
+
+    def _step_tensors(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
+                      grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
+                      hyper: dict[str, Any], started: frozenset[int],
+                      shared_keys: Tensor | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
+        """The step of one device's tensors of a group: the indices stepped and their states."""
         run, foreach, lr = select_kernel(eager, group, (params, grads, *states), steps=steps,
                                          native_default=self._native_default)
         run(params, grads, *states, steps, lr=lr, foreach=foreach, **hyper)
-        return params, states
+        return range(len(params)), states
 
 
 class MemoryOptimizer(RuleOptimizer):
@@ -157,29 +202,58 @@ class MemoryOptimizer(RuleOptimizer):
         return out
 
     # ------------------------------------------------------------ the step protocol
-    def _step_group(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
-                    grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
-                    hyper: dict[str, Any]) -> tuple[list[Tensor], Sequence[list[Any]]]:
-        """One group's step.  Order: buffers, execution path, deferral, keys, the policy's draws,
-        the authors' seeding step (``first_step="seed"``), the kernel, a deferred offer's
-        decision, the periodic resync.  Returns the ``params`` and ``states`` the kernel stepped
-        (all but the seeded tensors), so the rule can store state the kernel created."""
+    def _started(self, group: dict[str, Any]) -> frozenset[int]:
+        if group["first_step"] != "seed":
+            return frozenset()
+        return frozenset(id(st["step"]) for p in group["params"] if "step" in (st := self.state.get(p, {})))
+
+    def _shared_keys(self, group: dict[str, Any], grads: list[Tensor],
+                     buckets: list[list[int]]) -> list[Tensor] | None:
+        r"""The ``priority="group"`` keys of a group spanning several devices, one ``(n_d,)``
+        tensor per device: :math:`\sum_d \sum_{i \in d} \|g_i\|_2`, each device's partial sum
+        computed where its gradients are, then added in the order the devices first appear, on
+        every device (so all see the same key).  ``None`` otherwise."""
+        if not group["memory"] or group["priority"] != "group" or len(buckets) < 2:
+            return None
+        dtype = keys_dtype(grads)
+        partial = [grad_norms(_pick(grads, idx), True, dtype).sum() for idx in buckets]
+        out = []
+        for idx in buckets:
+            device = grads[idx[0]].device
+            total = partial[0].to(device)
+            for x in partial[1:]:
+                total = total + x.to(device)
+            out.append(total.expand(len(idx)))
+        return out
+
+    def _step_tensors(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
+                      grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
+                      hyper: dict[str, Any], started: frozenset[int],
+                      shared_keys: Tensor | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
+        """One device's tensors of a group.  Order: buffers, execution path, deferral, keys, the
+        policy's draws, the authors' seeding step (``first_step="seed"``), the kernel, a deferred
+        offer's decision, the periodic resync.  Returns the indices the kernel stepped (all but the
+        seeded tensors) and their ``states``, so the rule can store state the kernel created.
+        ``shared_keys``: the keys of a group spanning devices (:meth:`_shared_keys`)."""
         buffers = self._buffers(group, params)
-        seeding = self._seeding(group, eager, steps)
+        seeding = self._seeding(group, eager, steps, started)
         run, foreach, lr = select_kernel(eager, group, (params, grads, *states), buffers, steps,
                                          self._native_default)
-        pending = None if seeding else self._defer(eager, run, group, params, buffers)
-        if seeding:
+        local = not seeding and shared_keys is None
+        pending = self._defer(eager, run, group, params, buffers) if local else None
+        if not local:
             self._settle(params)
         keys = None
         if buffers is not None and pending is None:
-            keys = self._keys(group, grads, True, is_native(run))
+            keys = shared_keys if shared_keys is not None else self._keys(group, grads, True, is_native(run))
             draws(group, buffers, steps)
         all_buffers, all_steps = buffers, steps
+        done: Sequence[int] = range(len(params))
         if seeding:
             self._seed_buffers(group, hyper, _pick(params, seeding), _pick(grads, seeding),
                                _pick(steps, seeding), _pick(buffers, seeding), _pick(keys, seeding))
             rest = [i for i in range(len(params)) if i not in set(seeding)]
+            done = rest
             params, grads, steps = _pick(params, rest), _pick(grads, rest), _pick(steps, rest)
             buffers, keys = _pick(buffers, rest), _pick(keys, rest)
             states = [_pick(xs, rest) if len(xs) else xs for xs in states]  # amsgrad off: an empty list
@@ -189,14 +263,16 @@ class MemoryOptimizer(RuleOptimizer):
             if pending is not None:
                 native.offer_deferred(keys_from_norms(group, grads, norms), buffers, pending, group["decay"])
         self._maybe_resync(all_buffers, all_steps, run)
-        return params, states
+        return done, states
 
-    def _seeding(self, group: dict[str, Any], eager: Callable[..., Any], steps: list[Tensor]) -> list[int]:
+    def _seeding(self, group: dict[str, Any], eager: Callable[..., Any], steps: list[Tensor],
+                 started: frozenset[int]) -> list[int]:
         """Indices of the tensors whose step 1 is the authors' seeding step (critical momenta
-        with ``first_step="seed"`` only)."""
+        with ``first_step="seed"`` only): those whose step counter this step created
+        (:meth:`_started`), decided on the host without reading a counter."""
         if group["first_step"] != "seed" or eager.memory != CRITICAL_MOMENTA:
             return []
-        return [i for i, s in enumerate(steps) if int(s) == 0]
+        return [i for i, s in enumerate(steps) if id(s) not in started]
 
     def _seed_buffers(self, group: dict[str, Any], hyper: dict[str, Any], params: list[Tensor],
                       grads: list[Tensor], steps: list[Tensor], buffers: list[CriticalBuffer] | None,
@@ -255,12 +331,20 @@ class MemoryOptimizer(RuleOptimizer):
                       run: Callable[..., None] | None = None) -> None:
         """Recompute running sums exactly every :data:`RESYNC_INTERVAL` steps (bounded drift).
 
-        The native kernels do this themselves (``run``: the kernel that ran the step)."""
+        Step counters on the CPU (eager) are read there, which waits for nothing; elsewhere, and
+        while ``torch.compile`` traces, the choice is made on the device
+        (:meth:`memoptim.buffer.CriticalBuffer.resync_where`: the same result, bit for bit, at
+        the cost of summing the values every step).  The native kernels resync themselves
+        (``run``: the kernel that ran the step)."""
         if buffers is None or (run is not None and is_native(run)):
             return
+        if not on_device(steps):
+            for b, s in zip(buffers, steps):
+                if int(s) % RESYNC_INTERVAL == 0:
+                    b.resync()
+            return
         for b, s in zip(buffers, steps):
-            if int(s) % RESYNC_INTERVAL == 0:
-                b.resync()
+            b.resync_where(torch.remainder(s, RESYNC_INTERVAL) == 0)
 
     # ------------------------------------------------------------ checkpoints
     def _check_loadable(self, state_dict: dict[str, Any]) -> None:
@@ -307,17 +391,26 @@ class MemoryOptimizer(RuleOptimizer):
         # torch casts every state tensor but "step" to the parameter's dtype on load; the buffer
         # keeps its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64 counts
         # and pending slots), so it is set aside and restored after the generic load.
+        # Every state tensor goes to its parameter's device first (placement.place: a one-line
+        # error if it cannot), the step counters included, wherever the state was written: the
+        # step then never copies them (see step_tensor).  A deferred offer is completed at once
+        # (settle_state, the native kernels' arithmetic), so no pending entry outlives the load.
         own = (*STATE_KEYS, *PENDING_KEYS)
-        state = state_dict["state"]
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        by_id = dict(zip(saved_ids, params))
+        state = {pid: st if pid not in by_id else
+                 {k: place(v, by_id[pid], f"parameter {pid} ({k!r})") for k, v in st.items()}
+                 for pid, st in state_dict["state"].items()}
         kept = {pid: {k: st[k] for k in own if k in st} for pid, st in state.items()}
         stripped = dict(state_dict)
         stripped["state"] = {pid: {k: v for k, v in st.items() if k not in own} for pid, st in state.items()}
         super()._load_checked(stripped)
-        params = [p for g in self.param_groups for p in g["params"]]
-        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         for pid, p in zip(saved_ids, params):
             for k, v in kept.get(pid, {}).items():
                 self.state[p][k] = v.to(device=p.device, copy=True) if isinstance(v, Tensor) else v
+            if PENDING_KEYS[0] in self.state[p]:
+                CriticalBuffer.settle_state(self.state[p])
 
 
 def _pick(xs: Any, idx: list[int]) -> Any:

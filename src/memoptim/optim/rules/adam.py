@@ -32,7 +32,7 @@ from torch.optim import Optimizer
 
 from memoptim.optim import _validation as V
 from memoptim.optim.rules.base import Collected, Hooks, Rule, step_tensor
-from memoptim.optim.rules.ops import add_, ema_, ema_sq_, prepare_grads, step_values
+from memoptim.optim.rules.ops import add_, ema_, ema_sq_, on_device, prepare_grads, step_values
 
 
 class AdamRule(Rule):
@@ -52,7 +52,7 @@ class AdamRule(Rule):
         exp_avgs, exp_avg_sqs, max_sqs = out.states
         for p, state in self.with_grads(opt, group):
             if "exp_avg" not in state:
-                step_tensor(state)
+                step_tensor(state, p)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if group["amsgrad"]:
@@ -119,7 +119,7 @@ def adam_descend_(
     With ``amsgrad`` the running maximum of :math:`v_t` replaces it; with ``eps_outside=False``
     no :math:`\epsilon` is added to the denominator.
     """
-    if torch.compiler.is_compiling():  # step counts and lr are tensors: stay branch-free
+    if on_device(step_values):  # step counts (and lr) are tensors: stay branch-free
         # Per-tensor scalars computed once into one small buffer (in double, as the eager
         # path does with Python floats), then cast to each parameter's dtype so the fused
         # elementwise loops run in that dtype.

@@ -112,8 +112,10 @@ class Rule:
         return f"<rule {self.name}>"
 
 
-def step_tensor(state: dict[str, Any]) -> Tensor:
-    """A parameter's step counter, created at 0 on first use (0-d float32 on the CPU, as torch)."""
+def step_tensor(state: dict[str, Any], like: Tensor | None = None) -> Tensor:
+    """A parameter's step counter, created at 0 on first use: 0-d float32 on the device of
+    ``like`` (the parameter; as ``torch.optim``'s capturable state), so a step on an accelerator
+    never copies it to or reads it from the host; on the CPU for CPU parameters."""
     if "step" not in state:
-        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["step"] = torch.zeros((), dtype=torch.float32, device=None if like is None else like.device)
     return state["step"]

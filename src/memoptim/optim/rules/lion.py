@@ -34,7 +34,7 @@ class LionRule(Rule):
         out = Collected([], [], ([],), [])
         for p, state in self.with_grads(opt, group):
             if "exp_avg" not in state:
-                step_tensor(state)
+                step_tensor(state, p)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             out.params.append(p)
             out.grads.append(p.grad)

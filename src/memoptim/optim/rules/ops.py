@@ -14,14 +14,25 @@ from torch import Tensor
 
 
 def step_values(steps: Sequence[Tensor]) -> list[float] | list[Tensor]:
-    """Increment the step counters; return them as Python floats (eager: they live on the CPU)
-    or, while ``torch.compile`` traces the rule, as the tensors themselves (no host read)."""
+    """Increment the step counters; return them as Python floats (eager, counters on the CPU)
+    or as the tensors themselves (no host read) while ``torch.compile`` traces the rule or when
+    the counters live on an accelerator (:func:`on_device`)."""
     if torch.compiler.is_compiling():
         for s in steps:
             s.add_(1.0)
         return list(steps)
     torch._foreach_add_(list(steps), 1.0)
+    if on_device(steps):
+        return list(steps)
     return [s.item() for s in steps]
+
+
+def on_device(values: Sequence[float | Tensor]) -> bool:
+    """Whether per-tensor scalars (step counters, :func:`step_values`) stay tensors: while
+    ``torch.compile`` traces, or when they live off the CPU -- reading them would wait for the
+    device (and fail on ``meta`` tensors or under ``FakeTensorMode``)."""
+    return torch.compiler.is_compiling() or any(
+        isinstance(v, Tensor) and v.device.type != "cpu" for v in values)
 
 
 def prepare_grads(

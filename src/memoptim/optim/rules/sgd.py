@@ -32,7 +32,7 @@ class SGDRule(Rule):
             out.params.append(p)
             out.grads.append(p.grad)
             out.states[0].append(state.get("momentum_buffer"))
-            out.steps.append(step_tensor(state))
+            out.steps.append(step_tensor(state, p))
         return out
 
     def store(self, opt: Optimizer, params: list[Tensor], states: Any, group: dict[str, Any]) -> None:
