@@ -76,13 +76,14 @@ def _make(name, params, path):
 
 def _assert_state_placement(opt, path):
     """Every state tensor sits on its parameter's device, except step counters, which torch's
-    convention keeps on CPU off the fused path; on the fused path of an accelerator every one
-    is on the parameter's device (capturable state: no copy between host and device per step)."""
+    convention keeps on CPU on the multi-tensor path.  On an accelerator the fused path and the
+    default (which is the compiled fused path there) keep every one on the parameter's device:
+    capturable state, no copy between host and device per step."""
     for p, st in opt.state.items():
         for key, v in st.items():
             if not isinstance(v, torch.Tensor):
                 continue
-            if path == "fused" or p.device.type == "cpu":
+            if path != "foreach" or p.device.type == "cpu":
                 assert v.device == p.device, f"{key} on {v.device}, parameter on {p.device}"
             else:
                 assert v.device in (p.device, torch.device("cpu")), key
