@@ -5,9 +5,13 @@ and exits 2; its steps select the cuda cases of the device tests and the benchma
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -54,3 +58,19 @@ def test_cpu_runs_the_cpu_cases_and_a_usage_error_is_refused():
     assert "'--tensors' '2'" in quick["benchmark"]
     assert _run("--device", "tpu").returncode == 64
     assert _run("--frobnicate").returncode == 64
+
+
+@pytest.mark.slow
+def test_every_cuda_step_selects_the_tests_it_names():
+    """Each pytest step of the CUDA check, collected here: a typo in a selection would leave a
+    GPU owner with a step that runs nothing."""
+    expected = {"equivalence": 66, "checkpoints": 45, "no sync": 22, "cuda graph": 5}
+    for name, line in _steps().items():
+        if name not in expected:
+            continue
+        cmd = shlex.split(line.split("s  ", 1)[1])
+        done = subprocess.run([*cmd, "--collect-only"], capture_output=True, text=True, timeout=300,
+                              cwd=ROOT)
+        found = re.search(r"(\d+)(?:/\d+)? tests? collected", done.stdout)
+        assert found, (name, done.stdout[-500:], done.stderr[-500:])
+        assert int(found.group(1)) >= expected[name], (name, found.group(0))
