@@ -83,7 +83,7 @@ if [ "$dry" = 1 ]; then
   exit 0
 fi
 
-logs="${GPU_CHECK_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}"
+logs="${GPU_CHECK_LOGS:-$(mktemp -d -t gpu_check.XXXXXX)}"
 mkdir -p "$logs"
 "$python" -c "import torch; d = torch.cuda.get_device_name() if '$device' == 'cuda' else 'cpu'; \
 print(f'gpu_check on {d}, torch {torch.__version__}; logs in $logs')"
