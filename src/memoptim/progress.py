@@ -9,15 +9,34 @@
 
 tqdm is imported only when a bar is actually drawn, so importing this module (and the training
 code that uses it) never needs tqdm.
+
+Inside ``with labelled("adam+cm"):`` every phase says what it belongs to: ``"[adam+cm] epoch 1/4"``
+(labels nest: ``"[variant authors, adam+cm] ..."``), so that the lines of a sweep or of the
+variants of a reproduction can be told apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "labelled"]
+
+_LABELS: ContextVar[tuple[str, ...]] = ContextVar("memoptim_progress_labels", default=())
+
+
+@contextlib.contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Prefix the description of every :class:`Progress` created in the block with ``[label]``."""
+    token = _LABELS.set((*_LABELS.get(), label))
+    try:
+        yield
+    finally:
+        _LABELS.reset(token)
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -55,6 +74,9 @@ class Progress:
         leave: bool = True,
         stream: TextIO | None = None,
     ) -> None:
+        labels = _LABELS.get()
+        if labels:
+            desc = f"[{', '.join(labels)}] {desc}"
         self.total, self.desc, self.unit = total, desc, unit
         # an empty phase has nothing to show (tqdm would draw an empty bar)
         enabled = enabled and total != 0

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from memoptim.cli.common import Parser, fail, plain_help
+
 # Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "memoptim.cli.reproduce",
@@ -29,7 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="memoptim",
         description="Memory-augmented optimizers for PyTorch and the tools to study them.",
     )
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    plain_help(parser)  # the docstrings that serve as descriptions are reST
     return parser
 
 
@@ -65,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModuleNotFoundError, OSError) as exc:
         if os.environ.get("MEMOPTIM_DEBUG"):
             raise
-        print(f"memoptim {args.command}: error: {_explain(exc)}", file=sys.stderr)
-        return 1
+        return fail(args.command, _explain(exc), status=1)
 
 
 def _explain(exc: BaseException) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
+
+from memoptim.cli.common import HelpFormatter, fail, optimizer_names
 
 SURFACE_CHOICES = ("goldstein-price", "ackley", "levy", "ackley-rosenbrock")
 
@@ -29,10 +30,12 @@ def _point(text: str) -> tuple[float, float]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="one-off pictures (trajectories on toy surfaces)")
     kinds = p.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
-    t = kinds.add_parser("trajectories", help="optimizer trajectories on a 2-D toy surface")
+    t = kinds.add_parser("trajectories", help="optimizer trajectories on a 2-D toy surface",
+                         formatter_class=HelpFormatter)
     t.add_argument("--surface", default="goldstein-price", choices=SURFACE_CHOICES)
-    t.add_argument("--optimizers", default="adam,adam+cm",
-                   help="comma-separated registry names (default: adam,adam+cm)")
+    t.add_argument("--optimizers", default="adam,adam+cm", metavar="NAMES",
+                   help=f"comma-separated names among: {', '.join(optimizer_names())} "
+                        "(default: adam,adam+cm)")
     t.add_argument("--out", default=None, metavar="FILE",
                    help="PNG file (default: trajectories-<surface>.png)")
     t.add_argument("--start", type=_point, action="append", metavar="X,Y",
@@ -48,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("matplotlib") is None:
-        print("memoptim plot needs matplotlib: pip install 'memoptim[lab]'", file=sys.stderr)
-        return 2
+        return fail("plot", "this command needs the optional package 'matplotlib', which is not "
+                            "installed: pip install 'memoptim[lab]'")
     import torch
 
     from memoptim.lab.plots import plot_trajectories
@@ -62,11 +65,10 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip().lower() for n in args.optimizers.split(",") if n.strip()]
     unknown = [n for n in names if n not in OPTIMIZERS]
     if not names or unknown:
-        print(f"unknown optimizer(s) {unknown}; valid: {', '.join(OPTIMIZERS)}", file=sys.stderr)
-        return 2
+        return fail("plot", f"unknown optimizer(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                            f"valid names: {', '.join(OPTIMIZERS)}")
     if args.steps < 1 or args.n_starts < 1:
-        print("--steps and --n-starts must be >= 1", file=sys.stderr)
-        return 2
+        return fail("plot", "--steps and --n-starts must be >= 1")
     box = START_BOXES.get(surface.name, surface.box)
     if args.start:
         x0 = torch.tensor(args.start, dtype=torch.float64)

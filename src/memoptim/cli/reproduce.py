@@ -25,6 +25,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from memoptim.cli.common import fail
+
 TARGETS = ("toy", "paper-figures")
 #: default output directory of each target; toy's is git-ignored (/runs/), so that a rerun never
 #: overwrites the committed results/toy (that takes an explicit ``--out results/toy``)
@@ -93,8 +95,8 @@ def _missing(modules: tuple[str, ...]) -> bool:
     """Print the install hint and return True if any of ``modules`` is not installed."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"memoptim reproduce needs {', '.join(missing)}: pip install 'memoptim[lab]'",
-              file=sys.stderr)
+        fail("reproduce", f"this command needs the optional package(s) {', '.join(missing)}, which "
+                          "are not installed: pip install 'memoptim[lab]'")
     return bool(missing)
 
 

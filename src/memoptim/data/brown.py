@@ -49,7 +49,7 @@ def find_root(root: str | os.PathLike[str] | None = None) -> Path:
     install command when no corpus file is there."""
     cand = Path(root) if root is not None else data_dir() / DATASET
     if not corpus_files(cand):
-        raise missing_error(DATASET, [cand], "no corpus files ca01 .. cr09")
+        raise missing_error(DATASET, [cand], "no corpus files ca01 .. cr09", given=root)
     return cand
 
 

@@ -92,7 +92,7 @@ def find_root(root: str | os.PathLike[str] | None = None) -> Path:
     for cand in candidates:
         if all((cand / f"{name}.gz").is_file() for name in MD5):
             return cand
-    raise missing_error(DATASET, candidates)
+    raise missing_error(DATASET, candidates, given=root)
 
 
 def load_fashion_mnist(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from pathlib import Path
 
 GET_DATA_SCRIPT = "scripts/get_data.sh"
@@ -38,15 +39,25 @@ def install_command(dataset: str) -> str:
     return f"{prefix}bash {GET_DATA_SCRIPT} {dataset}"
 
 
-def missing_error(dataset: str, looked_in: list[Path], detail: str = "") -> DatasetNotFoundError:
-    """Build the error for a dataset that is not installed."""
+def missing_error(dataset: str, looked_in: list[Path], detail: str = "",
+                  given: str | os.PathLike[str] | None = None) -> DatasetNotFoundError:
+    """Build the error (one line) for a dataset that is not installed: where it was looked for
+    and the command that fetches it.  ``given``: the directory the caller named (a loader's
+    ``root``, ``--data-root``); the command then fetches the dataset into that directory."""
     where = ", ".join(str(p) for p in looked_in)
     extra = f" ({detail})" if detail else ""
-    return DatasetNotFoundError(
-        f"dataset {dataset!r} not found in {where}{extra}.\n"
-        f"Install it with:\n    {install_command(dataset)}\n"
-        f"(run from the memoptim repository root; set MEMOPTIM_DATA to choose the directory)"
-    )
+    run_from = "run from the memoptim repository root"
+    if given is None:
+        fix = f"install it with `{install_command(dataset)}` ({run_from}; MEMOPTIM_DATA sets the directory)"
+    else:
+        root = Path(given).absolute()
+        if root.name == dataset:  # get_data.sh installs into $MEMOPTIM_DATA/<dataset>
+            command = f"MEMOPTIM_DATA={shlex.quote(str(root.parent))} bash {GET_DATA_SCRIPT} {dataset}"
+            fix = f"fetch it there with `{command}` ({run_from})"
+        else:
+            command = f"MEMOPTIM_DATA={shlex.quote(str(root))} bash {GET_DATA_SCRIPT} {dataset}"
+            fix = f"fetch it with `{command}` ({run_from}), then give the directory {root / dataset}"
+    return DatasetNotFoundError(f"dataset {dataset!r} not found in {where}{extra}; {fix}")
 
 
 def md5_bytes(data: bytes) -> str:

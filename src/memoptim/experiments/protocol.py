@@ -265,6 +265,7 @@ def run_protocol(task: str, optimizers: Sequence[str], grid: Sequence[float], *,
     from memoptim.experiments.sweep import CPU_FIXED, run_dir
     from memoptim.experiments.tasks import build_task
     from memoptim.experiments.train import train
+    from memoptim.progress import labelled
 
     kwargs = dict(train_kwargs or {})
     out = Path(out)
@@ -280,14 +281,18 @@ def run_protocol(task: str, optimizers: Sequence[str], grid: Sequence[float], *,
 
             def run(lr: float, seed: int, opt: str = opt, extra: dict = extra) -> float | None:
                 hp = {**extra, "lr": lr}
-                summary = train(task_obj, opt, hp, epochs, seed, run_dir(out, task, opt, hp, seed),
-                                resume=True, keep_checkpoint=False, **kwargs)
+                with labelled(f"{opt} lr={lr:g} seed {seed}"):
+                    summary = train(task_obj, opt, hp, epochs, seed, run_dir(out, task, opt, hp, seed),
+                                    resume=True, keep_checkpoint=False, **kwargs)
                 value = summary.get(f"best_{task_obj.metric}")
                 log(f"[tune] {task} {opt} lr={format_lr(lr)} seed {seed}: {task_obj.metric} {value} "
                     f"({summary['status']}, {summary['elapsed']:.0f} s)")
                 return value
 
-            t = tune(run, grid, tune_seeds, confirm_seeds, task_obj.mode, max_widen, log)
+            def tune_log(message: str, opt: str = opt) -> None:  # tune's own lines name no optimizer
+                log(message.replace("[tune]", f"[tune] {task} {opt}:", 1))
+
+            t = tune(run, grid, tune_seeds, confirm_seeds, task_obj.mode, max_widen, tune_log)
             t.task, t.optimizer = task, opt
             done[opt] = t
             log(f"[tune] {task} {opt}: grid {[format_lr(x) for x in t.grid]}, best lr {format_lr(t.best_lr)}"

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memoptim.experiments.paper import TABLE8, TABLE8_PARAMS
+from memoptim.progress import labelled
 from memoptim.registry import REGISTRY
 
 _PAPER = [name for name, entry in REGISTRY.items() if entry.paper]
@@ -82,6 +83,30 @@ def hp_slug(hyperparameters: Mapping[str, Any]) -> str:
 def run_dir(out: str | os.PathLike[str], task: str, optimizer: str, hp: Mapping[str, Any],
             seed: int) -> Path:  # fmt: skip
     return Path(out) / task / optimizer / hp_slug(hp) / f"seed{seed}"
+
+
+class StorageError(ValueError):
+    """The sweep's storage URL cannot be parsed, or its database cannot be reached; the message
+    (one line, no password) names the host and the cause."""
+
+
+def storage_host(url: str) -> str:
+    """The ``host[:port]`` part of a database URL as written (``"local socket"`` if none)."""
+    rest = url.partition("://")[2]
+    host = rest.rpartition("@")[2].partition("/")[0].partition("?")[0]
+    return host or "local socket"
+
+
+def storage_failure(url: str, exc: BaseException) -> StorageError:
+    """The :class:`StorageError` of ``url`` failing with ``exc`` (a driver or SQLAlchemy error)."""
+    scheme = url.partition("://")[0] or "(no scheme)"
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error in .orig
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    detail = "; ".join(lines) or type(cause).__name__
+    password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+    if password:
+        detail = detail.replace(password, "***")
+    return StorageError(f"storage {scheme}://... at {storage_host(url)}: {detail}")
 
 
 class RunBusyError(RuntimeError):
@@ -164,11 +189,9 @@ def sweep(
     from memoptim.experiments.train import train  # looked up at each call (tests replace it)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rdb = _open_storage(out, storage)
     kwargs = dict(train_kwargs or {})
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # the task (data, tensors) is built once and shared by every trial of this process
+    # the task (data, tensors) is built once and shared by every trial of this process; first,
+    # so that missing data leave no output directory behind
     task_obj = build_task(
         task,
         subset=kwargs.get("subset"),
@@ -176,6 +199,9 @@ def sweep(
         data_root=kwargs.get("data_root"),
         verify=kwargs.get("verify_data", True),
     )
+    out.mkdir(parents=True, exist_ok=True)
+    rdb = _open_storage(out, storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if task_obj.mode == "max" else "minimize"
     runner = _TrialRunner(
         train=train, task=task, task_obj=task_obj, out=out, epochs=epochs, train_kwargs=kwargs,
@@ -222,6 +248,12 @@ def _open_storage(out: Path, storage: str | None) -> Any:
                 f"{driver or '(unknown)'!r} cannot be imported ({cause})",
                 name=driver,
             ) from exc
+        except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server, refused login)
+            from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+            if isinstance(exc, ArgumentError | DBAPIError | NoSuchModuleError | ValueError):
+                raise storage_failure(url, exc) from exc
+            raise
 
 
 def _search_space(
@@ -279,7 +311,7 @@ class _TrialRunner:
         rdir = run_dir(self.out, self.task, opt, hp, seed)
         trial.set_user_attr("run_dir", str(rdir))
         try:
-            with _locked(rdir):
+            with _locked(rdir), labelled(f"{opt} {hp_slug(hp)} seed {seed}"):
                 summary = self.train(self.task_obj, opt, hp, self.epochs, seed, rdir, resume=True,
                                      keep_checkpoint=self.keep_checkpoints, **self.train_kwargs)  # fmt: skip
         except RunBusyError:

@@ -23,6 +23,7 @@ from memoptim.lab.reproduce.paper import DEVIATIONS, MEG, PAPER
 from memoptim.lab.reproduce.rates import fig3
 from memoptim.lab.reproduce.report import write_report
 from memoptim.lab.reproduce.variants import VARIANTS, claims_under_variants, run_variant
+from memoptim.progress import labelled
 
 __all__ = ["reproduce_toy", "run_experiments"]
 
@@ -79,7 +80,8 @@ def reproduce_toy(out: str | Path, *, quick: bool = False, variants: bool = True
         return r
 
     try:
-        res, extra = run_experiments(s, progress, timed)
+        with labelled("paper's optimizers"):
+            res, extra = run_experiments(s, progress, timed)
         runs = {k: timed(f"variant {k}", lambda k=k: run_variant(VARIANTS[k], s, progress))
                 for k in s.variants}
     finally:

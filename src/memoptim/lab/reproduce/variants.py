@@ -31,6 +31,7 @@ from memoptim.lab.reproduce import escape, tables
 from memoptim.lab.reproduce.cancellation import buffer_vector_jobs, buffer_vectors
 from memoptim.lab.reproduce.claims import claims as evaluate_claims
 from memoptim.lab.reproduce.common import EQ9_DEFAULTS, TABLE11, Job, Settings
+from memoptim.progress import labelled
 from memoptim.registry import AUTHORS
 
 __all__ = ["VARIANTS", "Variant", "applicable", "claims_under_variants", "run_variant",
@@ -115,7 +116,8 @@ def run_variant(variant: Variant, s: Settings, progress: bool) -> dict[str, Any]
                 vjobs[slot] = j
         if vjobs:
             jobs_used[name] = vjobs
-            _merge(results, runner(vjobs))
+            with labelled(f"variant {variant.key}: {', '.join(sorted({o for o, _ in vjobs.values()}))}"):
+                _merge(results, runner(vjobs))
     return {"jobs": jobs_used, "results": results}
 
 
