@@ -106,7 +106,7 @@ def register(subparsers: Any) -> None:
                         "postgresql+psycopg2://... (needs memoptim[postgres]); "
                         "default sqlite:///<out>/optuna.db")
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--schedule", choices=("auto", "step", "constant"), default="auto")
+    p.add_argument("--schedule", choices=("auto", "step", "constant", "warmup-cosine"), default="auto")
     p.add_argument("--subset", type=positive_int, default=None, metavar="N")
     p.add_argument("--eval-subset", type=positive_int, default=None, metavar="N")
     p.add_argument("--diagnostics", action="store_true")

@@ -35,7 +35,7 @@ from memoptim.cli.common import (
     remove_if_empty,
 )
 
-TASK_CHOICES = ("fashion-mnist", "brown-lm", "split-fashion-mnist", "permuted-fashion-mnist")
+TASK_CHOICES = ("fashion-mnist", "brown-lm", "gpt-brown", "split-fashion-mnist", "permuted-fashion-mnist")
 
 #: CLI flag -> hyperparameter name (see memoptim.experiments.train.HYPERPARAMETERS)
 HP_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -127,7 +127,7 @@ M_SHARPNESS_HELP = (
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model on a real-data benchmark (Fashion-MNIST, Brown LM, task streams)",
+        help="train a model on a real-data benchmark (Fashion-MNIST, Brown LM, GPT on Brown, task streams)",
         description=__doc__,
         formatter_class=HelpFormatter,
     )
@@ -142,11 +142,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<task>/<opt>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="default: 32 images, 20 sequences for the LM")
+                   help="default: 32 images, 20 sequences for the LM, 16 for gpt-brown")
     p.add_argument(
-        "--schedule", choices=("auto", "step", "constant"), default="auto",
+        "--schedule", choices=("auto", "step", "constant", "warmup-cosine"), default="auto",
         help="auto: step (LR/10 at mid-training, the paper's) for supervised tasks, "
-        "constant for the online streams",
+        "constant for the online streams, warmup-cosine (per step: 5%% warm-up, cosine to 10%%) "
+        "for gpt-brown",
     )  # fmt: skip
     p.add_argument("--subset", type=positive_int, default=None, metavar="N",
                    help="use only N training examples/tokens")

@@ -26,8 +26,10 @@ is redone).
 
 LR schedule (paper section 5: "we reduce the learning rate at the 25th epoch [of 50] by dividing
 it by 10"): with ``schedule="step"`` epochs ``floor(E/2)+1 .. E`` run at ``lr/10``
-(no decay when ``E == 1``); ``"constant"`` keeps ``lr``; ``"auto"`` is the task's default
-(step for supervised tasks, constant for the online streams).
+(no decay when ``E == 1``); ``"constant"`` keeps ``lr``; ``"warmup-cosine"``, per step: 5% warm-up,
+cosine decay to 10% (:mod:`memoptim.experiments.recipe`); ``"auto"`` is the task's default (step;
+constant for the online streams; warmup-cosine for ``gpt-brown``, whose optimizer is built on
+weight-decay groups, :meth:`~memoptim.experiments.tasks.Task.param_groups`).
 
 Every optimizer is driven through ``optimizer.step(closure)`` where the closure zeroes the
 gradients, computes the loss, back-propagates and clips: ``torch.optim`` optimizers evaluate it
@@ -81,6 +83,8 @@ from memoptim.experiments.checkpointing import (
 from memoptim.experiments.checkpointing import CheckpointError as CheckpointError
 from memoptim.experiments.checkpointing import read_metrics as read_metrics
 from memoptim.experiments.data_parallel import all_reduce_sum, barrier, process_group, sync_batch_norm
+from memoptim.experiments.recipe import lr_factor as lr_factor
+from memoptim.experiments.recipe import set_lrs, step_factor
 from memoptim.experiments.tasks import Task, build_task, sharded_evaluation
 from memoptim.progress import Progress
 
@@ -127,15 +131,6 @@ def _default_betas(name: str) -> tuple[float, float]:
     except (AttributeError, KeyError, TypeError, ValueError):
         return (0.9, 0.999)
     return tuple(default) if isinstance(default, tuple) else (0.9, 0.999)  # type: ignore[return-value]
-
-
-def lr_factor(unit: int, units: int, schedule: str) -> float:
-    """Multiplier of the base LR in epoch ``unit`` (0-based) of ``units`` (see module doc)."""
-    if schedule == "constant":
-        return 1.0
-    if schedule == "step":
-        return 0.1 if units >= 2 and unit >= units // 2 else 1.0
-    raise ValueError(f"unknown schedule {schedule!r} (step | constant)")
 
 
 def _tensorboard(enabled: bool, out_dir: Path) -> Any:
@@ -204,7 +199,7 @@ class _Run:
     rank: int
     world: int
     batch_size: int
-    schedule: str  # "step" or "constant" ("auto" resolved)
+    schedule: str  # "step", "constant" or "warmup-cosine" ("auto" resolved)
     units: int  # epochs in all (for online streams: over all tasks)
     model: torch.nn.Module
     optimizer: Any
@@ -260,7 +255,7 @@ def train(
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (else start fresh); without
             it an existing checkpoint is an error, so that no finished work is overwritten.
         batch_size: default: the task's (32 images, 20 sequences for the LM).
-        schedule: ``auto`` | ``step`` | ``constant`` (see module doc).
+        schedule: ``auto`` | ``step`` | ``constant`` | ``warmup-cosine`` (see module doc).
         subset: use only part of the training data (see the task builders), for quick runs;
             recorded in the configuration.
         eval_subset: likewise for the evaluation data.
@@ -377,7 +372,8 @@ def _build_run(task: Task, settings: _Settings, config: dict[str, Any], out: Pat
     if world > 1:
         sync_batch_norm(model)
     model.train()
-    optimizer = build_optimizer(settings.optimizer_name, model.parameters(), settings.hyperparameters)
+    params = task.param_groups(model, settings.hyperparameters.get("weight_decay"))
+    optimizer = build_optimizer(settings.optimizer_name, params, settings.hyperparameters)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     diag = None
     if settings.diagnostics:
@@ -432,9 +428,7 @@ def _train_epochs(run: _Run) -> None:
     diverged = any(h.get("diverged") for h in run.history)
     for unit in range(run.start_unit, run.units):
         t0 = time.perf_counter()
-        factor = lr_factor(unit, run.units, run.schedule)
-        for group, lr0 in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
-            group["lr"] = lr0 * factor
+        set_lrs(run.optimizer, run.base_lrs, lr_factor(unit, run.units, run.schedule))
         train_loss, stopped = _train_epoch(run, unit)
         diverged = diverged or stopped
         record = _epoch_record(run, unit, train_loss)
@@ -463,8 +457,12 @@ def _train_epoch(run: _Run, unit: int) -> tuple[float, bool]:
                                      shard=(run.rank, world))  # fmt: skip
     else:
         batches = task.train_batches(run.model, unit, epochs, run.settings.seed, run.batch_size)
+    per_unit = task.num_batches(unit, epochs, run.batch_size) or 0
     try:
-        for batch in batches:
+        for i, batch in enumerate(batches):
+            factor = step_factor(run.schedule, unit * per_unit + i, run.units * per_unit)
+            if factor is not None:  # a per-step schedule
+                set_lrs(run.optimizer, run.base_lrs, factor)
             value, weight = _step(run, batch)
             total_loss += value * weight
             total_weight += weight
