@@ -11,12 +11,17 @@ Each kernel has three execution paths over the same maths:
 * ``foreach=False``: a plain loop over tensors (the slow, reference-like path);
 * ``foreach=True``: ``torch._foreach_*`` kernels over the whole list, one launch
   per operation instead of one per tensor;
-* :func:`compiled`: the per-tensor loop traced by ``torch.compile(fullgraph=True)``, which
-  fuses each tensor's update into a few memory passes (the fallback of ``fused=True`` where the
-  native kernel of :mod:`memoptim.optim.native` does not apply).  Inside the traced kernel the
+* :func:`compiled`: the multi-tensor path traced by ``torch.compile(fullgraph=True)``, whose
+  Inductor kernels fuse the updates into a few memory passes (the ``fused=True`` path on
+  accelerators, and where the native kernel of :mod:`memoptim.optim.native` does not apply).
+  It is traced from the ``torch._foreach_*`` operations, one node per operation for the whole
+  list, so tracing does not unroll a Python loop per tensor.  Inside the traced kernel the
   step counts and the learning rate stay tensors and the buffer decision is tensor arithmetic,
   so there is no data-dependent Python branch (``fullgraph=True`` would refuse one) and no
   wait for the device.
+
+Each kernel is its own function with its own code object (:func:`memoptim.optim.memory.kernel`),
+hence its own ``torch.compile`` cache and recompile limit.
 """
 
 from __future__ import annotations
@@ -58,11 +63,12 @@ _COMPILED: dict[Callable[..., None], Callable[..., None]] = {}
 
 
 def compiled(rule: Callable[..., None]) -> Callable[..., None]:
-    """``torch.compile(rule, fullgraph=True)``, built once per rule.
+    """``torch.compile(rule, fullgraph=True)`` on its multi-tensor path, built once per rule.
 
-    Call it with ``foreach=False`` and ``lr`` as a 0-d tensor (so that a changing
-    learning rate does not trigger recompilation), under ``torch.no_grad()``.
-    The first call per parameter layout compiles (seconds to a minute).
+    Call it with ``lr`` as a 0-d tensor (so that a changing learning rate does not trigger
+    recompilation), under ``torch.no_grad()``; ``foreach`` is ignored.  The first call per
+    parameter layout compiles.  Called while ``torch.compile`` already traces (a compiled
+    ``opt.step``), it is the rule itself, traced into the caller's graph.
     """
     if rule not in _COMPILED:
         traced = torch.compile(rule, fullgraph=True, dynamic=False)
@@ -70,20 +76,21 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
 
         def run(*args: object, **kwargs: object) -> None:
             nonlocal eager
+            kwargs = {**kwargs, "foreach": True}
+            if torch.compiler.is_compiling():
+                rule(*args, **kwargs)
+                return
             if not eager:
                 lifted = [_lift_0d(a) for a in args]
                 try:
                     traced(*lifted, **kwargs)
                 except torch._dynamo.exc.FailOnRecompileLimitHit:
-                    # Each new set of tensors with gradients is a new graph; once the recompile
-                    # limit is hit (raised before the graph runs, so no state has changed) the
-                    # rule runs eagerly from then on.
-                    warnings.warn(f"memoptim: torch.compile hit its recompile limit for {rule.__name__} "
-                                  "(the set of tensors with gradients keeps changing); running it "
-                                  "eagerly from now on", RuntimeWarning, stacklevel=3)
+                    # Raised before the graph runs, so no state has changed: the rule runs
+                    # eagerly from then on.
+                    warnings.warn(_recompile_message(rule), RuntimeWarning, stacklevel=3)
                     eager = True
             if eager:
-                rule(*args, **{**kwargs, "lr": float(kwargs["lr"]), "foreach": True})
+                rule(*args, **{**kwargs, "lr": float(kwargs["lr"])})
                 return
             # Lists the rule fills in (fresh momentum buffers) were copies: write back.
             for orig, new in zip(args, lifted):
@@ -94,6 +101,18 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
 
         _COMPILED[rule] = run
     return _COMPILED[rule]
+
+
+def _recompile_message(rule: Callable[..., None]) -> str:
+    """The warning when ``rule``'s compile cache is full, naming the guard that failed last (the
+    real cause: a new parameter layout, another dtype, a hyperparameter that changed, ...)."""
+    failures = torch._dynamo.utils.guard_failures.get(rule.__code__) or ["unknown"]
+    cause = " ".join(str(failures[-1]).split())[:300]
+    limit = getattr(torch._dynamo.config, "recompile_limit", None)
+    return (f"memoptim: torch.compile hit its recompile limit for {rule.__name__} (torch._dynamo.config."
+            f"recompile_limit={limit}); the last recompilation was caused by: {cause}. Running "
+            f"{rule.__name__} eagerly from now on (raise the limit, or keep the set, shapes and dtypes "
+            "of the tensors with gradients and the hyperparameters fixed)")
 
 
 def _lift_0d(x: object) -> object:

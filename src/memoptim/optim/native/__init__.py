@@ -36,6 +36,7 @@ with a replacement (deferred); Adam+CG 9 and 12.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
@@ -46,15 +47,16 @@ from torch import Tensor
 
 from memoptim.buffer import RESYNC_INTERVAL, CriticalBuffer
 from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA, NONE
-from memoptim.optim.native import build
+from memoptim.optim.native import build, ops
 from memoptim.optim.rules import ADAM, ADAM_V_FROM_DIRECTION, ADAMOMENTUM, SGD
 
 __all__ = ["KERNELS", "adam_cg", "adam_cm", "adamomentum", "available", "defers", "grad_norms",
            "is_built", "kernel_for", "offer_deferred", "sgd_cg", "sgd_cm", "supports"]
 
 #: The (base rule, memory mode) pairs implemented natively -> the name of the wrapper below.
-#: Looked up by name at each step, so a wrapped (e.g. counting) replacement is honoured.  The
-#: critical-momenta wrappers accept ``pending`` and may defer their offer (see :func:`defers`).
+#: Looked up as an attribute of this module at each step (a lookup ``torch.compile`` traces), so a
+#: wrapped (e.g. counting) replacement is honoured.  The critical-momenta wrappers accept
+#: ``pending`` and may defer their offer (see :func:`defers`).
 KERNELS = {
     (ADAM_V_FROM_DIRECTION, CRITICAL_MOMENTA): "adam_cm",
     (ADAM, CRITICAL_GRADIENTS): "adam_cg",
@@ -67,7 +69,7 @@ KERNELS = {
 def kernel_for(kernel: Any) -> Any:
     """The native kernel of an eager kernel of :mod:`memoptim.optim.functional`, or ``None``."""
     name = KERNELS.get((getattr(kernel, "rule", None), getattr(kernel, "memory", None)))
-    return None if name is None else globals()[name]
+    return None if name is None else getattr(_SELF, name)
 
 
 def defers(kernel: Any) -> bool:
@@ -120,16 +122,35 @@ def supports(params: Sequence[Tensor], grads: Sequence[Tensor], *states: Sequenc
     (``states``: per-tensor lists, or empty ones) of the same dtype, shape and layout, dense CPU
     gradients of the same dtype (a non-contiguous one is read through a contiguous copy), 0-d
     float32 CPU step counters (``steps``, if given), and buffer values in the parameter dtype or,
-    for float32 parameters, bfloat16.  Runs in C++: cheap enough for every step.
+    for float32 parameters, bfloat16.  Tensors on any other device are refused before anything
+    is built.  Runs in C++ (cheap enough for every step); while ``torch.compile`` traces, the
+    same check in Python (:func:`memoptim.optim.native.ops.supports_traced`).
     """
-    if os.environ.get("MEMOPTIM_NATIVE", "1") == "0" or _load() is None:
-        return False
     plist = list(params)
+    if not all(p.device.type == "cpu" for p in plist):
+        return False
+    compiling = torch.compiler.is_compiling()
+    if not (_usable_traced() if compiling else _usable()):
+        return False
     lists = [[p if t is None else t for p, t in zip(plist, s)] if len(s) else [] for s in states]
     values, sums, keys, _, _ = _buffer_lists(buffers, None)
-    return _module.supports(params=plist, grads=list(grads), states=lists,
-                            steps=list(steps) or [torch.zeros(())] * len(plist), values=values, sums=sums,
-                            keys=keys)
+    step_list = list(steps) or [torch.zeros(())] * len(plist)
+    if compiling:
+        return ops.supports_traced(plist, list(grads), lists, step_list, values, sums, keys)
+    return _module.supports(params=plist, grads=list(grads), states=lists, steps=step_list, values=values,
+                            sums=sums, keys=keys)
+
+
+def _usable() -> bool:
+    """Whether the kernel may run: not disabled by ``MEMOPTIM_NATIVE=0``, and built (building it
+    on the first call)."""
+    return os.environ.get("MEMOPTIM_NATIVE", "1") != "0" and _load() is not None
+
+
+@torch.compiler.assume_constant_result
+def _usable_traced() -> bool:
+    """:func:`_usable` as a constant of a traced step (Dynamo calls it once, while tracing)."""
+    return _usable()
 
 
 def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
@@ -140,7 +161,7 @@ def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
 def grad_norms(grads: Sequence[Tensor]) -> Tensor:
     """``||g||_2`` of every tensor as a float64 tensor of shape ``(N,)`` (one read of each;
     chunked partial sums added in a fixed order, so independent of the thread count)."""
-    return _load().grad_norms(tensors=_dense(grads))
+    return ops.call("grad_norms", tensors=_dense(grads))
 
 
 def _buffer_lists(buffers: Sequence[CriticalBuffer] | None, keys: Tensor | None):
@@ -154,15 +175,29 @@ def _buffer_lists(buffers: Sequence[CriticalBuffer] | None, keys: Tensor | None)
 _NO_KEYS = torch.empty(0, dtype=torch.float64)
 
 
+def _lr(lr: float | Tensor) -> float | Tensor:
+    """The learning rate for :func:`memoptim.optim.native.ops.call`: as given eagerly (read there
+    once), a 0-d float64 tensor while ``torch.compile`` traces (a graph input, so a scheduler
+    does not recompile)."""
+    if torch.compiler.is_compiling() and not isinstance(lr, Tensor):
+        return torch.tensor(lr, dtype=torch.float64)
+    return lr
+
+
+_SELF = sys.modules[__name__]
+ops.loader = _load
+
+
 def _adam(variant: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, buffers, keys, *,
           lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, decay,
           pending=None) -> Tensor | None:
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    norms = _load().adam_step(
-        params=list(params), grads=_dense(grads), exp_avgs=list(exp_avgs), exp_avg_sqs=list(exp_avg_sqs),
-        max_exp_avg_sqs=list(max_exp_avg_sqs) if amsgrad else [], steps=list(steps), values=values,
-        sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=float(lr), beta1=beta1, beta2=beta2,
-        eps=float(eps), weight_decay=float(weight_decay), amsgrad=bool(amsgrad),
+    norms = ops.call(
+        "adam_step", params=list(params), grads=_dense(grads), exp_avgs=list(exp_avgs),
+        exp_avg_sqs=list(exp_avg_sqs), max_exp_avg_sqs=list(max_exp_avg_sqs) if amsgrad else [],
+        steps=list(steps), values=values,
+        sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=_lr(lr), beta1=float(beta1),
+        beta2=float(beta2), eps=float(eps), weight_decay=float(weight_decay), amsgrad=bool(amsgrad),
         decoupled=bool(decoupled_weight_decay), maximize=bool(maximize), decay=float(decay),
         variant=variant, resync_interval=RESYNC_INTERVAL, pending=list(pending or ()))
     return norms if pending is not None else None
@@ -205,9 +240,9 @@ def _sgd(variant: str, params, grads, momentum_buffers, steps, buffers, keys, *,
                 momentum_buffers[i] = torch.zeros_like(params[i], memory_format=torch.contiguous_format)
         moms = list(momentum_buffers)
     values, sums, bkeys, repl, offered = _buffer_lists(buffers, keys)
-    norms = _load().sgd_step(
-        params=list(params), grads=_dense(grads), momentum_buffers=moms, seed=seed, steps=list(steps),
-        values=values, sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=float(lr),
+    norms = ops.call(
+        "sgd_step", params=list(params), grads=_dense(grads), momentum_buffers=moms, seed=seed,
+        steps=list(steps), values=values, sums=sums, keys=bkeys, replacements=repl, offered=offered, lr=_lr(lr),
         momentum=float(momentum), dampening=float(dampening), weight_decay=float(weight_decay),
         maximize=bool(maximize), decay=float(decay), variant=variant, resync_interval=RESYNC_INTERVAL,
         pending=list(pending or ()))
@@ -225,9 +260,8 @@ def offer_deferred(keys: Tensor, buffers: Sequence[CriticalBuffer], pending: Seq
                    decay: float) -> None:
     """Make a deferred step's offers once its ``keys`` are known: decide insert/replace per
     buffer, decay the keys and record the accepted slot (or -1) in ``pending``."""
-    _load().offer_deferred(keys=keys.to(torch.float64).contiguous(), buffer_keys=[b.keys for b in buffers],
-                           replacements=[b.replacements_tensor for b in buffers], pending=list(pending),
-                           decay=float(decay))
+    ops.call("offer_deferred", keys=keys.to(torch.float64).contiguous(), buffer_keys=[b.keys for b in buffers],
+             replacements=[b.replacements_tensor for b in buffers], pending=list(pending), decay=float(decay))
 
 
 def sgd_cg(params, grads, momentum_buffers, steps, buffers, keys, *, foreach=None, **hyper) -> None:

@@ -122,19 +122,22 @@ def adam_descend_(
     if on_device(step_values):  # step counts (and lr) are tensors: stay branch-free
         # Per-tensor scalars computed once into one small buffer (in double, as the eager
         # path does with Python floats), then cast to each parameter's dtype so the fused
-        # elementwise loops run in that dtype.
+        # elementwise loops run in that dtype; the update is multi-tensor operations, one graph
+        # node each for the whole list.
         t = torch.stack([s.reshape(()) for s in step_values]).to(torch.float64)
-        scalars = torch.stack([lr / (1.0 - beta1**t), 1.0 / torch.sqrt(1.0 - beta2**t)])
-        for i, p in enumerate(params):
-            step_size, inv_sqrt_bc2 = scalars[0, i].to(p.dtype), scalars[1, i].to(p.dtype)
-            v = second[i]
-            if amsgrad:
-                torch.maximum(max_second[i], v, out=max_second[i])
-                v = max_second[i]
-            denom = v.sqrt() * inv_sqrt_bc2
-            if eps_outside:
-                denom = denom + eps
-            p.sub_(numerators[i] / denom * step_size)
+        scalars = torch.stack([lr / (1.0 - beta1**t), 1.0 / torch.sqrt(1.0 - beta2**t)]).to(params[0].device)
+        step_size = [scalars[0, i].to(p.dtype) for i, p in enumerate(params)]
+        inv_sqrt_bc2 = [scalars[1, i].to(p.dtype) for i, p in enumerate(params)]
+        if amsgrad:
+            torch._foreach_maximum_(max_second, second)
+            second = max_second
+        denom = torch._foreach_sqrt(second)
+        torch._foreach_mul_(denom, inv_sqrt_bc2)
+        if eps_outside:
+            torch._foreach_add_(denom, eps)
+        update = torch._foreach_div(numerators, denom)
+        torch._foreach_mul_(update, step_size)
+        torch._foreach_sub_(params, update)
         return
     bc1 = [1.0 - beta1**t for t in step_values]
     sqrt_bc2 = [math.sqrt(1.0 - beta2**t) for t in step_values]

@@ -103,9 +103,8 @@ def add_(xs: list[Tensor], value: float, foreach: bool) -> None:
 
 def descend_(params: list[Tensor], directions: list[Tensor], lr: float | Tensor, foreach: bool) -> None:
     r""":math:`\theta \leftarrow \theta - \mathrm{lr}\, d`, in place."""
-    if torch.compiler.is_compiling():  # lr is a tensor
-        for p, d in zip(params, directions):
-            p.sub_(d * lr)
+    if torch.compiler.is_compiling():  # lr may be a tensor: no host read
+        torch._foreach_sub_(list(params), torch._foreach_mul(list(directions), lr))
         return
     if foreach:
         torch._foreach_add_(params, directions, alpha=-lr)
