@@ -12,7 +12,9 @@
   training + evaluation) and ``elapsed`` (seconds since the run's first start); online tasks add
   ``task`` / ``task_epoch`` and, after a task's last epoch, ``accuracies`` (one row of the
   accuracy matrix); with diagnostics on, ``distance``, ``sharpness``, ``buffer_variance``,
-  ``buffer_agreement`` (and ``m_sharpness`` with ``m_sharpness_batches > 0``).  Non-finite
+  ``buffer_agreement`` (and ``m_sharpness`` with ``m_sharpness_batches > 0``); memory optimizers
+  add the buffer dynamics over the run so far (:mod:`memoptim.lab.buffer_dynamics`:
+  ``buffer_replacement_rate``, ``buffer_oldest_share``, ``buffer_mean_age``, ...).  Non-finite
   numbers are written as ``null``;
 * ``checkpoint.pt`` -- model, optimizer, torch RNG state, epoch count and metrics history, written
   atomically (temporary file + ``os.replace``) after every epoch;
@@ -86,6 +88,7 @@ from memoptim.experiments.data_parallel import all_reduce_sum, barrier, process_
 from memoptim.experiments.recipe import lr_factor as lr_factor
 from memoptim.experiments.recipe import set_lrs, step_factor
 from memoptim.experiments.tasks import Task, build_task, sharded_evaluation
+from memoptim.lab.buffer_dynamics import BufferDynamics
 from memoptim.progress import Progress
 
 #: flat hyperparameter names accepted by :func:`optimizer_kwargs` (CLI / sweep / JSON friendly)
@@ -205,6 +208,7 @@ class _Run:
     optimizer: Any
     base_lrs: list[float]  # of each parameter group, before the schedule's factor
     diag: Any  # TrainingDiagnostics, or None without diagnostics
+    dynamics: Any = None  # BufferDynamics of a memory optimizer, else None
     net: torch.nn.Module | None = None  # what training forward passes go through (model or DDP)
     history: list[dict[str, Any]] = field(default_factory=list)
     start_unit: int = 0
@@ -383,9 +387,11 @@ def _build_run(task: Task, settings: _Settings, config: dict[str, Any], out: Pat
             model, optimizer, task, sharpness_iters=settings.sharpness_iters,
             m_sharpness_batches=settings.m_sharpness_batches, m_sharpness_batch_size=bs,
         )  # fmt: skip
+    dynamics = BufferDynamics(optimizer) if BufferDynamics.applies(optimizer) else None
     return _Run(
         task=task, settings=settings, config=config, out=out, rank=rank, world=world, batch_size=bs,
         schedule=sched, units=units, model=model, optimizer=optimizer, base_lrs=base_lrs, diag=diag,
+        dynamics=dynamics,
     )  # fmt: skip
 
 
@@ -399,6 +405,8 @@ def _restore(run: _Run, checkpoint: Mapping[str, Any]) -> None:
     run.elapsed_before = float(checkpoint["elapsed"])
     if run.diag is not None:
         run.diag.load_state_dict(checkpoint["diagnostics"])
+    if run.dynamics is not None and "buffer_dynamics" in checkpoint:  # absent: written before it existed
+        run.dynamics.load_state_dict(checkpoint["buffer_dynamics"])
     if checkpoint.get("finished"):
         run.start_unit = run.units  # e.g. stopped on divergence; only the summary is missing
 
@@ -464,6 +472,8 @@ def _train_epoch(run: _Run, unit: int) -> tuple[float, bool]:
             if factor is not None:  # a per-step schedule
                 set_lrs(run.optimizer, run.base_lrs, factor)
             value, weight = _step(run, batch)
+            if run.dynamics is not None:
+                run.dynamics.observe()
             total_loss += value * weight
             total_weight += weight
             bar.update(1, loss=value)
@@ -514,6 +524,8 @@ def _epoch_record(run: _Run, unit: int, train_loss: float) -> dict[str, Any]:
         record.update(task.evaluate(run.model, unit, epochs))
     if run.diag is not None:
         record.update(run.diag())
+    if run.dynamics is not None:
+        record.update(run.dynamics.metrics())
     record["lr"] = run.optimizer.param_groups[0]["lr"]
     return record
 
@@ -534,6 +546,8 @@ def _save_epoch(run: _Run, unit: int, record: dict[str, Any], finished: bool) ->
     }
     if run.diag is not None:
         state["diagnostics"] = run.diag.state_dict()
+    if run.dynamics is not None:
+        state["buffer_dynamics"] = run.dynamics.state_dict()
     if run.lead:
         save_checkpoint(run.out / CHECKPOINT, state)
         append_line(run.out / METRICS, record)

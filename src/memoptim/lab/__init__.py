@@ -8,6 +8,8 @@ lazily inside the functions that need them):
 * :mod:`memoptim.lab.diagnostics` -- buffer variance / agreement / fill, distance travelled;
 * :mod:`memoptim.lab.buffer_vectors` -- buffer items, buffer mean and new gradient / momentum
   per step, read from the optimizer state (gradient cancellation, Figs. 2, 11, 12);
+* :mod:`memoptim.lab.buffer_dynamics` -- replacement rate, oldest-entry evictions, entry ages
+  and key spread of the buffers in training (priority queue or sliding window?);
 * :mod:`memoptim.lab.convergence` -- the section 3.2 analysis on quadratics (needs SciPy);
 * :mod:`memoptim.lab.toy` -- batched, exactly independent toy runs of any registered optimizer;
 * :mod:`memoptim.lab.plots` -- matplotlib figures (Agg backend);
