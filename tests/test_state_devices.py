@@ -172,3 +172,153 @@ def test_state_holds_tensors_and_plain_numbers_only_also_with_a_deferred_offer(c
         V2.gradient(twin, t)
         loaded.step()
     assert all(torch.equal(a, b) for a, b in zip(ref_params, twin))
+
+
+# ------------------------------------------------------------------ complex parameters
+FUSED_OR_PATHS = {**PATHS, "fused": {"fused": True}}
+
+
+@pytest.mark.parametrize("path", list(FUSED_OR_PATHS))
+@pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if e.build.__module__ != "torch.optim.adam"
+                                  and n not in ("adamw", "sgd")])
+def test_complex_parameters_step_as_their_real_views(name, path):
+    if REGISTRY[name].sam and path != "default":
+        pytest.skip("SAM takes its base's path")
+    gen = torch.Generator().manual_seed(0)
+    cplx = [torch.randn(3, 2, dtype=torch.complex64, generator=gen).requires_grad_(),
+            torch.randn(4, dtype=torch.complex128, generator=gen).requires_grad_()]
+    real = [torch.view_as_real(c.detach()).clone().requires_grad_() for c in cplx]
+    noise = [[torch.randn(c.shape, dtype=c.dtype, generator=gen) for c in cplx] for _ in range(6)]
+    hyper = {"lr": 1e-2, **FUSED_OR_PATHS[path]}
+    if REGISTRY[name].memory:
+        hyper["buffer_size"] = 3  # full after three steps: replacements happen
+    opt_c = _run(name, cplx, 6, lambda t: noise[t], **hyper)
+    _run(name, real, 6, lambda t: [torch.view_as_real(g).clone() for g in noise[t]], **hyper)
+    for c, r in zip(cplx, real):
+        assert torch.equal(torch.view_as_real(c.detach()), r.detach())
+    base = getattr(opt_c, "base_optimizer", opt_c)
+    for c in cplx:
+        keys = base.state[c].get("critical_keys")
+        assert keys is None or not keys.is_complex()  # the keys stay real
+
+
+# ------------------------------------------------------------------ several devices, several dtypes
+def test_a_group_on_cpu_and_meta_steps_each_device_as_its_own(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    cpu = [torch.randn(3, 2, generator=gen).requires_grad_()]
+    alone = [cpu[0].detach().clone().requires_grad_()]
+    meta = [torch.randn(4, device="meta", requires_grad=True)]
+    noise = [torch.randn(3, 2, generator=gen) for _ in range(6)]
+    mixed = _run("adam+cm", cpu + meta, 6, lambda t: [noise[t], torch.ones(4, device="meta")],
+                 lr=1e-2, buffer_size=3, priority="tensor")
+    _run("adam+cm", alone, 6, lambda t: [noise[t]], lr=1e-2, buffer_size=3, priority="tensor")
+    assert torch.equal(cpu[0], alone[0])
+    assert mixed.state[meta[0]]["critical_keys"].device.type == "meta"
+    assert mixed.state[cpu[0]]["step"].device.type == "cpu"
+
+
+@pytest.mark.parametrize("name,kw", [("adam+cm", {"foreach": True}), ("sgd+cm-authors", {"foreach": False}),
+                                     ("adam+cg", {}), ("lion+cm", {"foreach": True})])
+def test_a_group_split_across_devices_keeps_its_group_key(name, kw, monkeypatch):
+    # Two devices cannot be had on a CPU-only machine: split a float64 group in two "devices"
+    # and check the per-device protocol (partial key sums, per-device offers, state handed back)
+    # against the same group stepped whole.
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(3, 2), (4,), (2, 2), (5,)]
+    whole = [torch.randn(s, dtype=torch.float64, generator=gen).requires_grad_() for s in shapes]
+    split = [p.detach().clone().requires_grad_() for p in whole]
+    noise = [[torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes] for _ in range(8)]
+    _run(name, whole, 8, lambda t: noise[t], lr=1e-2, buffer_size=3, **kw)
+    monkeypatch.setattr(driver, "by_device", lambda ts: [[i for i in range(len(ts)) if i % 2 == parity]
+                                                        for parity in (0, 1)])
+    opt = _run(name, split, 8, lambda t: noise[t], lr=1e-2, buffer_size=3, **kw)
+    for a, b in zip(whole, split):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    keys = [opt.state[p]["critical_keys"] for p in split]
+    assert all(torch.equal(keys[0], k) for k in keys[1:])  # one key per group and step
+
+
+def test_a_group_of_two_dtypes_keys_by_the_whole_group():
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.randn(3, generator=gen).requires_grad_(),
+              torch.randn(4, dtype=torch.float64, generator=gen).requires_grad_()]
+    grads = [torch.randn(3, generator=gen), torch.randn(4, dtype=torch.float64, generator=gen)]
+    opt = _run("adam+cm", params, 1, lambda t: grads, lr=1e-2, decay=0.5)
+    want = 0.5 * (grads[0].double().norm() + grads[1].norm())
+    for p in params:
+        torch.testing.assert_close(opt.state[p]["critical_keys"][0].double(), want, rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------ checkpoints across paths and devices
+CROSS = {"foreach": {"foreach": True}, "per-tensor": {"foreach": False}, "fused": {"fused": True}}
+
+
+@pytest.mark.parametrize("dst", list(CROSS))
+@pytest.mark.parametrize("src", list(CROSS))
+@pytest.mark.parametrize("name", ["adam+cm", "adam+cg", "sgd+cm", "adamomentum", "lion+cm"])
+def test_a_checkpoint_of_one_path_resumes_on_another(name, src, dst):
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(4, 3), (5,)]
+    params = [torch.randn(s, dtype=torch.float64, generator=gen).requires_grad_() for s in shapes]
+    noise = [[torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes] for _ in range(10)]
+    hyper = {"lr": 1e-2} | ({"buffer_size": 3} if REGISTRY[name].memory else {})
+    opt = _run(name, params, 5, lambda t: noise[t], **hyper, **CROSS[src])
+    saved = io.BytesIO()
+    torch.save(torch.optim.Optimizer.state_dict(opt), saved)  # raw: a deferred offer may be pending
+    twin = [p.detach().clone().requires_grad_() for p in params]
+    for t in range(5, 10):
+        for p, g in zip(params, noise[t]):
+            p.grad = g
+        opt.step()
+    saved.seek(0)
+    resumed = memoptim.create_optimizer(name, twin, **hyper, **CROSS[dst])
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    for p in twin:
+        st = resumed.state[p]
+        assert st["step"].dtype == torch.float32 and st["step"].device == p.device
+        assert all(isinstance(v, torch.Tensor) for v in st.values())
+    for t in range(5, 10):
+        for p, g in zip(twin, noise[t]):
+            p.grad = g
+        resumed.step()
+    for a, b in zip(params, twin):  # every path agrees with the reference to 1e-12 in float64
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        if src == dst:
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adam+cm", "sgd+cm", "adam+cm-random"])
+def test_a_cpu_checkpoint_is_placed_on_the_parameters_device(name):
+    cpu = [torch.randn(4, 3, requires_grad=True)]
+    opt = _run(name, cpu, 3, lambda t: [torch.full((4, 3), 0.1 * (t + 1))], lr=1e-2, buffer_size=2)
+    sd = opt.state_dict()
+    meta = [torch.empty(4, 3, device="meta", requires_grad=True)]
+    on_meta = memoptim.create_optimizer(name, meta, lr=1e-2, buffer_size=2)
+    on_meta.load_state_dict(sd)
+    st = on_meta.state[meta[0]]
+    assert all(v.device.type == "meta" for v in st.values())
+    assert st["critical_keys"].dtype == torch.float32 and st["critical_replacements"].dtype == torch.int64
+    meta[0].grad = torch.ones(4, 3, device="meta")
+    on_meta.step()  # and steps there, without reading anything back
+
+
+# ------------------------------------------------------------------ bad input: one line naming the fix
+def test_a_state_that_cannot_be_placed_is_one_line_naming_the_fix():
+    meta = [torch.empty(3, device="meta", requires_grad=True)]
+    opt = _run("adam+cm", meta, 2, lambda t: [torch.ones(3, device="meta")], buffer_size=2)
+    cpu = [torch.zeros(3, requires_grad=True)]
+    with pytest.raises(ValueError) as err:
+        AdamCM(cpu, buffer_size=2).load_state_dict(opt.state_dict())
+    msg = str(err.value)
+    assert "\n" not in msg and "meta" in msg and "load a checkpoint saved from parameters that hold data" in msg
+
+
+def test_a_group_mixing_sparse_and_dense_gradients_is_one_line_naming_the_fix():
+    emb = torch.nn.Embedding(5, 3, sparse=True)
+    dense = torch.nn.Linear(3, 1)
+    opt = AdamCM([*emb.parameters(), *dense.parameters()])
+    dense(emb(torch.tensor([0, 2]))).sum().backward()
+    with pytest.raises(RuntimeError) as err:
+        opt.step()
+    msg = str(err.value)
+    assert "\n" not in msg and "sparse=False" in msg

@@ -9,7 +9,8 @@ fills the first free one; they differ once it is full.  A non-finite key is neve
   offered key is larger (ties do not replace);
 * ``"random"`` (an ablation of the key): a uniformly drawn slot, replaced with probability
   ``replace_prob`` -- the same fill, with the key no longer deciding.  The draws are a pure
-  function of ``(policy_seed, step)`` (:func:`replacement_draw`), so runs resume exactly;
+  function of ``(policy_seed, step)`` (:func:`replacement_draw` for step counters on the CPU,
+  :func:`device_draw` on the counters' device elsewhere), so runs resume exactly;
 * ``"fifo"`` (a recency ablation): the oldest entry, always (a sliding window of the last
   :math:`C` accepted offers; the key decides nothing).  Slots fill in order, every finite offer
   to a full buffer replaces, and the buffer counts its replacements :math:`r`, so the oldest

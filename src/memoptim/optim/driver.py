@@ -72,13 +72,6 @@ class RuleOptimizer(BaseOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = run_closure(closure)
-        self._step_groups()
-        return loss
-
-    def _step_groups(self) -> None:
-        """The step without the closure: every group's tensors with a gradient, one kernel call
-        per group.  The body ``torch.compile(fullgraph=True)`` traces whole: no host read, no
-        data-dependent branch, the native kernels as custom operators."""
         for group in self.param_groups:
             rule = self._rule_for(group)
             started = self._started(group)  # before collect creates the counters of fresh tensors
@@ -88,6 +81,7 @@ class RuleOptimizer(BaseOptimizer):
             params, states = self._step_group(group, kernel(rule, self.memory_mode), got.params, got.grads,
                                               got.states, got.steps, rule.hyper(group), started)
             rule.store(self, params, states, group)
+        return loss
 
     def _started(self, group: dict[str, Any]) -> frozenset[int]:
         """Ids of the step counters that exist before this step (used by the authors' seeding
@@ -109,14 +103,15 @@ class RuleOptimizer(BaseOptimizer):
             rp, rg, rs = params, grads, states
         buckets = by_device(rp)
         if len(buckets) == 1:
-            done, out = self._step_tensors(group, eager, rp, rg, rs, steps, hyper, started)
+            done, out = self._step_tensors(group, eager, rp, rg, rs, steps, hyper, started, owners=params)
         else:
             shared = self._shared_keys(group, rg, buckets)
             done, out = [], [[] for _ in states]
             for b, idx in enumerate(buckets):
                 d, s = self._step_tensors(group, eager, _pick(rp, idx), _pick(rg, idx),
                                           [_pick(xs, idx) if len(xs) else xs for xs in rs], _pick(steps, idx),
-                                          hyper, started, None if shared is None else shared[b])
+                                          hyper, started, None if shared is None else shared[b],
+                                          owners=_pick(params, idx))
                 done += [idx[i] for i in d]
                 for acc, xs in zip(out, s):
                     acc.extend(xs)
@@ -132,9 +127,10 @@ class RuleOptimizer(BaseOptimizer):
 
     def _step_tensors(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
                       grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
-                      hyper: dict[str, Any], started: frozenset[int],
-                      shared_keys: Tensor | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
-        """The step of one device's tensors of a group: the indices stepped and their states."""
+                      hyper: dict[str, Any], started: frozenset[int], shared_keys: Tensor | None = None,
+                      owners: list[Tensor] | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
+        """The step of one device's tensors of a group (``owners``: the parameters whose state
+        they are, when ``params`` are their real views): the indices stepped and their states."""
         run, foreach, lr = select_kernel(eager, group, (params, grads, *states), steps=steps,
                                          native_default=self._native_default)
         run(params, grads, *states, steps, lr=lr, foreach=foreach, **hyper)
@@ -186,17 +182,19 @@ class MemoryOptimizer(RuleOptimizer):
             if p in self.state:
                 CriticalBuffer.clear_state(self.state[p])
 
-    def _buffers(self, group: dict[str, Any], params: list[Tensor]) -> list[CriticalBuffer] | None:
-        """The buffers of ``params`` (created lazily), or ``None`` if the memory is off."""
+    def _buffers(self, group: dict[str, Any], params: list[Tensor],
+                 like: list[Tensor] | None = None) -> list[CriticalBuffer] | None:
+        """The buffers of ``params`` (created lazily, shaped as ``like``: the tensors the kernel
+        steps, e.g. a complex parameter's real view), or ``None`` if the memory is off."""
         if not group["memory"]:
             self._free_buffers(group)
             return None
         capacity = group["buffer_size"]
         out = []
-        for p in params:
+        for p, shaped in zip(params, params if like is None else like):
             state = self.state[p]
             if STATE_KEYS[0] not in state:
-                CriticalBuffer.init_state(state, p, capacity, group["buffer_dtype"])
+                CriticalBuffer.init_state(state, shaped, capacity, group["buffer_dtype"])
             buf = CriticalBuffer.from_state(state, settle=False)  # see _defer
             buf.aggregation, buf.policy = group["aggregation"], group["policy"]
             if buf.capacity != capacity:
@@ -234,21 +232,23 @@ class MemoryOptimizer(RuleOptimizer):
 
     def _step_tensors(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
                       grads: list[Tensor], states: Sequence[list[Any]], steps: list[Tensor],
-                      hyper: dict[str, Any], started: frozenset[int],
-                      shared_keys: Tensor | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
+                      hyper: dict[str, Any], started: frozenset[int], shared_keys: Tensor | None = None,
+                      owners: list[Tensor] | None = None) -> tuple[Sequence[int], Sequence[list[Any]]]:
         """One device's tensors of a group.  Order: buffers, execution path, deferral, keys, the
         policy's draws, the authors' seeding step (``first_step="seed"``), the kernel, a deferred
         offer's decision, the periodic resync.  Returns the indices the kernel stepped (all but the
         seeded tensors) and their ``states``, so the rule can store state the kernel created.
-        ``shared_keys``: the keys of a group spanning devices (:meth:`_shared_keys`)."""
-        buffers = self._buffers(group, params)
+        ``shared_keys``: the keys of a group spanning devices (:meth:`_shared_keys`); ``owners``:
+        the parameters whose state this is, when ``params`` are complex parameters' real views."""
+        owners = params if owners is None else owners
+        buffers = self._buffers(group, owners, params)
         seeding = self._seeding(group, eager, steps, started)
         run, foreach, lr = select_kernel(eager, group, (params, grads, *states), buffers, steps,
                                          self._native_default)
         local = not seeding and shared_keys is None
-        pending = self._defer(eager, run, group, params, buffers) if local else None
+        pending = self._defer(eager, run, group, owners, buffers) if local else None
         if not local:
-            self._settle(params)
+            self._settle(owners)
         keys = None
         if buffers is not None and pending is None:
             keys = shared_keys if shared_keys is not None else self._keys(group, grads, True, is_native(run))

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from memoptim.distributed import abs_max
 from memoptim.optim import _validation as V
 from memoptim.optim.base import BaseOptimizer
+from memoptim.optim.placement import as_real
 
 
 class SAM(BaseOptimizer):
@@ -103,8 +104,10 @@ class SAM(BaseOptimizer):
         pairs = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not pairs:
             return
-        scaled = [p.grad * p.abs() if g["adaptive"] else p.grad for g, p in pairs]
-        dtype = torch.float64 if any(p.dtype == torch.float64 for _, p in pairs) else torch.float32
+        # complex parameters as their real views (as the base steps them): |theta| elementwise
+        real = [(as_real(p), as_real(p.grad)) for _, p in pairs]
+        scaled = [gr * pr.abs() if g["adaptive"] else gr for (g, _), (pr, gr) in zip(pairs, real)]
+        dtype = torch.float64 if any(pr.dtype == torch.float64 for pr, _ in real) else torch.float32
         device = pairs[0][1].device
         # ||s g|| computed as m * ||s g / m|| with m = max |s g|, so that tiny or huge
         # gradients neither underflow nor overflow: e keeps length rho at any scale.
@@ -115,12 +118,12 @@ class SAM(BaseOptimizer):
             torch.stack([torch.linalg.vector_norm(u, dtype=dtype).to(device) for u in unit])
         )
         inv = 1.0 / norm.clamp_min(torch.finfo(dtype).tiny)
-        for (group, p), u in zip(pairs, unit):
-            e = (u * p.abs() if group["adaptive"] else u) * (inv.to(p.device) * group["rho"])
+        for (group, p), (pr, _), u in zip(pairs, real, unit):
+            e = (u * pr.abs() if group["adaptive"] else u) * (inv.to(p.device) * group["rho"])
             if group.get("maximize", False):
                 e = -e  # the "worst" neighbour of a maximised objective lies downhill
             self._saved[p] = p.detach().clone()
-            p.add_(e.to(p.dtype))
+            pr.add_(e.to(pr.dtype))
         if zero_grad:
             self.zero_grad()
 
