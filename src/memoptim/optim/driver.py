@@ -72,6 +72,13 @@ class RuleOptimizer(BaseOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = run_closure(closure)
+        self._step_groups()
+        return loss
+
+    def _step_groups(self) -> None:
+        """The step without the closure: every group's tensors with a gradient, one kernel call
+        per group.  The body ``torch.compile(fullgraph=True)`` traces whole: no host read, no
+        data-dependent branch, the native kernels as custom operators."""
         for group in self.param_groups:
             rule = self._rule_for(group)
             started = self._started(group)  # before collect creates the counters of fresh tensors
@@ -81,7 +88,6 @@ class RuleOptimizer(BaseOptimizer):
             params, states = self._step_group(group, kernel(rule, self.memory_mode), got.params, got.grads,
                                               got.states, got.steps, rule.hyper(group), started)
             rule.store(self, params, states, group)
-        return loss
 
     def _started(self, group: dict[str, Any]) -> frozenset[int]:
         """Ids of the step counters that exist before this step (used by the authors' seeding
