@@ -114,7 +114,7 @@ def test_state_dict_of_another_optimizer_is_refused():
     adam = torch.optim.Adam(model.parameters())
     _step(model, adam, x, y)
     # no critical buffers: refused with the fix named, not resumed with empty buffers
-    with pytest.raises(ValueError, match="no critical buffers.*start AdamCM fresh"):
+    with pytest.raises(ValueError, match=r"no critical buffers.*start AdamCM fresh"):
         AdamCM(model.parameters()).load_state_dict(adam.state_dict())
     with pytest.raises(ValueError, match="buffer_size"):  # not stepped: no state, other groups
         AdamCM(model.parameters()).load_state_dict(torch.optim.Adam(model.parameters()).state_dict())
@@ -167,7 +167,7 @@ def test_a_state_without_critical_buffers_is_refused_but_fresh_and_memoryless_st
     for st in stripped["state"].values():
         for key in [k for k in st if k.startswith("critical_")]:
             del st[key]
-    with pytest.raises(ValueError, match="param group 0 .* no critical buffers"):
+    with pytest.raises(ValueError, match=r"param group 0 .* no critical buffers"):
         AdamCM(model.parameters()).load_state_dict(stripped)
     AdamCM(model.parameters()).load_state_dict(AdamCM(model.parameters()).state_dict())  # no state
     off = AdamCM(model.parameters(), memory=False)
