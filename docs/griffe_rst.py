@@ -4,7 +4,8 @@ The docstrings are Google-style (``Args:``, ``Returns:``) but use reST inline ro
 ``.. math::`` blocks, which Markdown would show literally.  This extension rewrites them
 (only the text handed to mkdocstrings; the source is untouched):
 
-* ``:math:`x``` -> ``$x$`` and ``.. math::`` blocks -> ``$$ ... $$`` (MathJax via arithmatex);
+* ``:math:`x``` -> ``$x$`` and ``.. math::`` blocks -> ``$$ ... $$`` (MathJax via arithmatex;
+  within a list item, display-style inline math, so that the list holds together);
 * ``:class:`~a.b.C``` and the other cross-reference roles -> a code span (``C``);
 * a class whose docstring is assembled at import time (``__doc__ = (... + _COMMON_DOC)``,
   memoptim.optim.adam / sgd) gets that docstring by importing its own module only.
@@ -34,16 +35,25 @@ def _role(m: re.Match[str]) -> str:
     return f"`{target.lstrip('.')}`"
 
 
+#: the blank line before a math block inside a list item (indented)
+_BLANK_BEFORE_NESTED = re.compile(r"\n[ \t]*\n(?=[ \t]+\.\. math::)")
+
+
 def _block(m: re.Match[str]) -> str:
     indent = m["indent"]
     body = "\n".join(x for x in [m["first"], textwrap.dedent(m["body"])] if x.strip()).strip("\n")
     if "&" in body:
         body = "\\begin{aligned}\n" + body + "\n\\end{aligned}"
+    if indent:
+        # Inside a list item (indented by less than Markdown's 4 spaces), a $$ block would end
+        # the list and stay raw: display-style inline math within the item's paragraph instead.
+        return f"{indent}$\\displaystyle {' '.join(body.split())}$\n"
     lines = ["$$", *body.splitlines(), "$$"]
-    return "\n".join(indent + line if line else line for line in lines) + "\n\n"
+    return "\n".join(lines) + "\n\n"
 
 
 def to_markdown(text: str) -> str:
+    text = _BLANK_BEFORE_NESTED.sub("\n", text)
     text = _BLOCK.sub(_block, text + "\n").rstrip("\n")
     text = _MATH.sub(lambda m: f"${m[1].strip()}$", text)
     return _ROLE.sub(_role, text)
