@@ -287,17 +287,23 @@ def test_a_checkpoint_of_one_path_resumes_on_another(name, src, dst):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["adam+cm", "sgd+cm", "adam+cm-random"])
-def test_a_cpu_checkpoint_is_placed_on_the_parameters_device(name):
+@pytest.mark.parametrize("fused", [None, True])
+@pytest.mark.parametrize("name", ["adam+cm", "sgd+cm", "adam+cm-random", "adamomentum", "lion"])
+def test_a_cpu_checkpoint_is_placed_on_the_parameters_device(name, fused):
+    hyper = {"lr": 1e-2} | ({"buffer_size": 2} if REGISTRY[name].memory else {})
     cpu = [torch.randn(4, 3, requires_grad=True)]
-    opt = _run(name, cpu, 3, lambda t: [torch.full((4, 3), 0.1 * (t + 1))], lr=1e-2, buffer_size=2)
+    opt = _run(name, cpu, 3, lambda t: [torch.full((4, 3), 0.1 * (t + 1))], fused=fused, **hyper)
     sd = opt.state_dict()
     meta = [torch.empty(4, 3, device="meta", requires_grad=True)]
-    on_meta = memoptim.create_optimizer(name, meta, lr=1e-2, buffer_size=2)
+    on_meta = memoptim.create_optimizer(name, meta, **hyper)
     on_meta.load_state_dict(sd)
     st = on_meta.state[meta[0]]
     assert all(v.device.type == "meta" for v in st.values())
-    assert st["critical_keys"].dtype == torch.float32 and st["critical_replacements"].dtype == torch.int64
+    assert st["step"].dtype == torch.float32
+    if REGISTRY[name].memory:
+        assert st["critical_keys"].dtype == torch.float32 and st["critical_replacements"].dtype == torch.int64
+    for group in on_meta.param_groups:  # the group options travel with the checkpoint, as in torch
+        group["fused"] = None  # no fused backend runs on meta
     meta[0].grad = torch.ones(4, 3, device="meta")
     on_meta.step()  # and steps there, without reading anything back
 

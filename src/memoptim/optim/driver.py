@@ -89,6 +89,22 @@ class RuleOptimizer(BaseOptimizer):
                                               got.states, got.steps, rule.hyper(group), started)
             rule.store(self, params, states, group)
 
+    def _load_checked(self, state_dict: dict[str, Any]) -> None:
+        super()._load_checked(self._placed(state_dict))
+
+    def _placed(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """``state_dict`` with every state tensor on its parameter's device, the step counters
+        included, wherever it was written (:func:`memoptim.optim.placement.place`: a one-line
+        error if one cannot be): the step then never copies them (see ``step_tensor``)."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        by_id = dict(zip(saved_ids, params))
+        placed = dict(state_dict)
+        placed["state"] = {pid: st if pid not in by_id else
+                           {k: place(v, by_id[pid], f"parameter {pid} ({k!r})") for k, v in st.items()}
+                           for pid, st in state_dict["state"].items()}
+        return placed
+
     def _started(self, group: dict[str, Any]) -> frozenset[int]:
         """Ids of the step counters that exist before this step (used by the authors' seeding
         step; a host-side fact, so no counter is read)."""
@@ -403,17 +419,13 @@ class MemoryOptimizer(RuleOptimizer):
         # torch casts every state tensor but "step" to the parameter's dtype on load; the buffer
         # keeps its own dtypes (float32-or-wider keys and sums, buffer_dtype values, int64 counts
         # and pending slots), so it is set aside and restored after the generic load.
-        # Every state tensor goes to its parameter's device first (placement.place: a one-line
-        # error if it cannot), the step counters included, wherever the state was written: the
-        # step then never copies them (see step_tensor).  A deferred offer is completed at once
-        # (settle_state, the native kernels' arithmetic), so no pending entry outlives the load.
+        # A deferred offer is completed at once (settle_state, the native kernels' arithmetic),
+        # so no pending entry outlives the load.
         own = (*STATE_KEYS, *PENDING_KEYS)
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        by_id = dict(zip(saved_ids, params))
-        state = {pid: st if pid not in by_id else
-                 {k: place(v, by_id[pid], f"parameter {pid} ({k!r})") for k, v in st.items()}
-                 for pid, st in state_dict["state"].items()}
+        state_dict = self._placed(state_dict)
+        state = state_dict["state"]
         kept = {pid: {k: st[k] for k in own if k in st} for pid, st in state.items()}
         stripped = dict(state_dict)
         stripped["state"] = {pid: {k: v for k, v in st.items() if k not in own} for pid, st in state.items()}
