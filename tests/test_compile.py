@@ -178,7 +178,11 @@ def test_the_traced_support_check_is_the_extensions(built):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("name", OURS)
-def test_no_graph_break_of_ours(name, path, torch_adam, built, monkeypatch):
+def test_no_graph_break_of_ours(name, path, torch_adam, built, monkeypatch, request):
+    if REGISTRY[name].build.__doc__ and "policy='random'" in REGISTRY[name].build.__doc__:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the random policy reads CPU step counters on the host (memoptim.policy.draws), so that "
+            "eager and compiled runs draw alike")))
     if path == "compiled":
         monkeypatch.setenv("MEMOPTIM_NATIVE", "0")
     opt = _build(name, _params(), **PATHS[path])

@@ -26,6 +26,8 @@ hence its own ``torch.compile`` cache and recompile limit.
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 from collections.abc import Callable
 
@@ -71,7 +73,8 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
     ``opt.step``), it is the rule itself, traced into the caller's graph.
     """
     if rule not in _COMPILED:
-        traced = torch.compile(rule, fullgraph=True, dynamic=False)
+        own = _own_code(rule)
+        traced = torch.compile(own, fullgraph=True, dynamic=False)
         eager = False  # set once torch.compile gave up on this rule
 
         def run(*args: object, **kwargs: object) -> None:
@@ -87,7 +90,7 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
                 except torch._dynamo.exc.FailOnRecompileLimitHit:
                     # Raised before the graph runs, so no state has changed: the rule runs
                     # eagerly from then on.
-                    warnings.warn(_recompile_message(rule), RuntimeWarning, stacklevel=3)
+                    warnings.warn(_recompile_message(rule, own.__code__), RuntimeWarning, stacklevel=3)
                     eager = True
             if eager:
                 rule(*args, **{**kwargs, "lr": float(kwargs["lr"])})
@@ -103,10 +106,24 @@ def compiled(rule: Callable[..., None]) -> Callable[..., None]:
     return _COMPILED[rule]
 
 
-def _recompile_message(rule: Callable[..., None]) -> str:
+def _own_code(rule: Callable[..., None]) -> Callable[..., None]:
+    """``rule`` with a code object of its own (``<name>_compiled``), so that its compile cache is
+    this path's alone: a compiled ``opt.step`` that inlines ``rule`` leaves entries on the
+    eager kernel's code object, which must not decide how this path runs."""
+    code = rule.__code__
+    name = f"{rule.__name__}_compiled"
+    code = code.replace(co_name=name, co_qualname=name) if sys.version_info >= (3, 11) else code.replace(
+        co_name=name)
+    fn = types.FunctionType(code, rule.__globals__, name, rule.__defaults__, rule.__closure__)
+    fn.__kwdefaults__ = rule.__kwdefaults__
+    fn.__qualname__, fn.__doc__ = name, rule.__doc__
+    return fn
+
+
+def _recompile_message(rule: Callable[..., None], code: types.CodeType) -> str:
     """The warning when ``rule``'s compile cache is full, naming the guard that failed last (the
     real cause: a new parameter layout, another dtype, a hyperparameter that changed, ...)."""
-    failures = torch._dynamo.utils.guard_failures.get(rule.__code__) or ["unknown"]
+    failures = torch._dynamo.utils.guard_failures.get(code) or ["unknown"]
     cause = " ".join(str(failures[-1]).split())[:300]
     limit = getattr(torch._dynamo.config, "recompile_limit", None)
     return (f"memoptim: torch.compile hit its recompile limit for {rule.__name__} (torch._dynamo.config."
