@@ -66,6 +66,16 @@ def test_no_replacement_and_decayed_keys():
     assert m["buffer_replacement_rate"] == 1.0 and m["buffer_oldest_share"] == 1.0
 
 
+def test_the_key_spread_is_that_of_the_offered_keys_not_of_the_decayed_ones():
+    """Equal gradient norms: the stored keys differ by powers of the decay, the offered ones not."""
+    m = _run([2.0] * 20, decay=0.7, policy="fifo")[0].metrics()
+    assert m["buffer_key_cv"] == pytest.approx(0.0, abs=1e-6)
+    assert m["buffer_key_ratio"] == pytest.approx(1.0)
+    m = _run([1.0, 2.0, 4.0] * 7, decay=0.5, policy="fifo")[0].metrics()  # every full buffer: 1, 2, 4
+    assert m["buffer_key_ratio"] == pytest.approx(4.0)
+    assert m["buffer_key_cv"] == pytest.approx(math.sqrt(14 / 9) / (7 / 3))
+
+
 def test_steps_without_a_gradient_do_not_count():
     with_gaps = _run([5, None, 1, 3, None, None, 2, 4, None, 6])[0].metrics()
     assert with_gaps == _run([5, 1, 3, 2, 4, 6])[0].metrics()

@@ -16,10 +16,14 @@ steps:
   this step's); ``buffer_fifo_age`` is what a FIFO window of the same capacity gives,
   :math:`(C - 1)/2` (ages :math:`0, 1, ..., C - 1`);
 * ``buffer_mean_lifetime`` -- the mean of :math:`s - s_j` over evicted entries (how many steps
-  an entry stayed); ``buffer_fifo_lifetime`` is a FIFO window's, :math:`C`;
-* ``buffer_key_cv`` and ``buffer_key_ratio`` -- the spread of the stored (decayed) keys after the
-  step: the coefficient of variation :math:`\sigma/\mu` (population :math:`\sigma`) and
-  :math:`\max/\min`, averaged over full steps (the ratio over those with :math:`\min > 0`);
+  an entry stayed); ``buffer_fifo_lifetime`` is a FIFO window's, :math:`C`.  With a replacement on
+  every step any policy averages :math:`C` (one entry in and one out per step); it tells
+  policies apart when the replacement rate is below 1;
+* ``buffer_key_cv`` and ``buffer_key_ratio`` -- the spread of the entries' keys as offered (the
+  gradient norms, before any decay: a stored key divided by :math:`\lambda^{s - s_j + 1}`) after
+  the step: the coefficient of variation :math:`\sigma/\mu` (population :math:`\sigma`) and
+  :math:`\max/\min`, averaged over full steps (the ratio over those with :math:`\min > 0`).
+  Small values mean the decay, not the gradient norm, decides which entry goes;
 * ``buffer_full_steps`` -- the number of full steps observed (buffers times steps).
 
 The values are over the run so far (a run's last metrics line is the whole run).  A replaced slot
@@ -41,16 +45,17 @@ from torch import Tensor
 __all__ = ["BufferDynamics"]
 
 _COUNTS = ("full_steps", "replacements", "known_replacements", "oldest", "age_sum", "age_n", "fifo_age_sum",
-           "lifetime_sum", "evictions", "fifo_lifetime_sum", "cv_sum", "ratio_sum", "ratio_n")
+           "lifetime_sum", "evictions", "fifo_lifetime_sum", "spread_n", "cv_sum", "ratio_sum", "ratio_n")
 
 
 @dataclass
 class _Track:
     """One buffer as last observed: its keys (a copy), the step each slot's entry was stored at
-    (``None``: free or unknown), its replacement count and its step count."""
+    and its key as offered (``None``: free or unknown), its replacement count and its step count."""
 
     keys: Tensor
     born: list[int | None]
+    offered: list[float | None]
     replacements: int
     step: int
 
@@ -93,10 +98,11 @@ class BufferDynamics:
             step = int(state["step"]) if "step" in state else (track.step + 1 if track else 1)
             if track is None:
                 if step > 1:  # attached late (resumed without a track): storing steps unknown
-                    self.tracks[i] = _Track(keys.clone(), [None] * keys.numel(),
+                    self.tracks[i] = _Track(keys.clone(), [None] * keys.numel(), [None] * keys.numel(),
                                             int(state["critical_replacements"]), step)
                     continue
-                track = _Track(torch.full_like(keys, -math.inf), [None] * keys.numel(), 0, 0)
+                track = _Track(torch.full_like(keys, -math.inf), [None] * keys.numel(), [None] * keys.numel(),
+                               0, 0)
             if step != track.step:  # else: no gradient, no offer this step
                 self.tracks[i] = self._advance(track, state, decay, step)
         for i in set(self.tracks) - seen:  # memory switched off: the buffer is gone
@@ -106,7 +112,7 @@ class BufferDynamics:
         keys, c = state["critical_keys"], self.counts
         changed = [j for j, x in enumerate((keys != track.keys * decay).tolist()) if x]
         replacements = int(state["critical_replacements"])
-        born = list(track.born)
+        born, offered, now = list(track.born), list(track.offered), keys.tolist()
         full = bool(torch.isfinite(track.keys).all())
         if full:
             c["full_steps"] += 1
@@ -120,18 +126,22 @@ class BufferDynamics:
                     c["evictions"] += 1
                     c["fifo_lifetime_sum"] += len(born)
         for j in changed:
-            born[j] = step
+            born[j], offered[j] = step, now[j] / decay  # a key is decayed once in the step storing it
         if full:
-            self._spread(keys.tolist(), born, step)
-        return _Track(keys.clone(), born, replacements, step)
+            self._spread(offered, born, step)
+        return _Track(keys.clone(), born, offered, replacements, step)
 
-    def _spread(self, keys: list[float], born: list[int | None], step: int) -> None:
-        """Entry ages and key spread of a full buffer after its step."""
-        c, n = self.counts, len(keys)
+    def _spread(self, offered: list[float | None], born: list[int | None], step: int) -> None:
+        """Entry ages and the spread of the offered keys of a full buffer after its step."""
+        c, n = self.counts, len(born)
         if None not in born:
             c["age_sum"] += sum(step - b for b in born)  # type: ignore[operator]
             c["age_n"] += n
             c["fifo_age_sum"] += n * (n - 1) / 2
+        if None in offered:
+            return
+        keys: list[float] = offered  # type: ignore[assignment]
+        c["spread_n"] += 1
         mean = sum(keys) / n
         if mean > 0:
             c["cv_sum"] += math.sqrt(sum((k - mean) ** 2 for k in keys) / n) / mean
@@ -154,7 +164,7 @@ class BufferDynamics:
             "buffer_fifo_age": ratio("fifo_age_sum", "age_n"),
             "buffer_mean_lifetime": ratio("lifetime_sum", "evictions"),
             "buffer_fifo_lifetime": ratio("fifo_lifetime_sum", "evictions"),
-            "buffer_key_cv": ratio("cv_sum", "full_steps"),
+            "buffer_key_cv": ratio("cv_sum", "spread_n"),
             "buffer_key_ratio": ratio("ratio_sum", "ratio_n"),
         }
 
@@ -162,11 +172,14 @@ class BufferDynamics:
         """The counts and every buffer's track (plain tensors, numbers and lists)."""
         return {"counts": dict(self.counts),
                 "tracks": {i: {"keys": t.keys.clone(), "born": [-1 if b is None else b for b in t.born],
+                               "offered": [math.nan if k is None else k for k in t.offered],
                                "replacements": t.replacements, "step": t.step}
                            for i, t in self.tracks.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counts = {**dict.fromkeys(_COUNTS, 0), **state["counts"]}
         self.tracks = {int(i): _Track(t["keys"].clone(), [None if b < 0 else int(b) for b in t["born"]],
+                                      [None if math.isnan(k) else float(k)
+                                       for k in t.get("offered", [math.nan] * len(t["born"]))],
                                       int(t["replacements"]), int(t["step"]))
                        for i, t in state["tracks"].items()}
