@@ -14,8 +14,9 @@ Each kernel has three execution paths over the same maths:
 * :func:`compiled`: the multi-tensor path traced by ``torch.compile(fullgraph=True)``, whose
   Inductor kernels fuse the updates into a few memory passes (the ``fused=True`` path on
   accelerators, and where the native kernel of :mod:`memoptim.optim.native` does not apply).
-  It is traced from the ``torch._foreach_*`` operations, one node per operation for the whole
-  list, so tracing does not unroll a Python loop per tensor.  Inside the traced kernel the
+  The rule is traced from the ``torch._foreach_*`` operations, one node per operation for the
+  whole list (the buffer's offer, :func:`memoptim.buffer.offer`, still writes each tensor's slot
+  in a loop, so the graph still grows with the number of tensors).  Inside the traced kernel the
   step counts and the learning rate stay tensors and the buffer decision is tensor arithmetic,
   so there is no data-dependent Python branch (``fullgraph=True`` would refuse one) and no
   wait for the device.
