@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "paper's settings (about 10-15 minutes on 2 CPU cores with the variants, 4 without). "
             "paper-figures: the real-data sensitivity figures (Figs. 9, 10, 19, Table 14 / "
             "Fig. 20) at CPU scale on Fashion-MNIST, about 40 CPU minutes on one thread; finished "
-            "runs under --out are reused. --quick is a smoke test for either (under a minute). "
+            "runs under --out are reused. --quick is a smoke test for either (about a minute). "
             "An option of one target only is refused for the other."
         ),
     )  # fmt: skip
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output directory (default: runs/toy, git-ignored; "
                         "results/benchmarks/paper-figures)")  # fmt: skip
     p.add_argument("--quick", action="store_true",
-                   help="fewer seeds, examples and steps: a smoke test (< 1 minute)")
+                   help="fewer seeds, examples and steps: a smoke test (about a minute)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress output (bars, or one line per phase when not in a terminal)")
     toy = p.add_argument_group("toy only")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memoptim.experiments import paper
+from memoptim.experiments.buffer_report import buffer_dynamics_section
 from memoptim.experiments.protocol import format_lr
 from memoptim.experiments.sweep import ADAM_FAMILY, SGD_FAMILY, hp_slug
 from memoptim.experiments.train import read_metrics
@@ -322,6 +323,7 @@ def build_report(
     md += _table2(fm, lm)
     md += _table3(fm)
     md += _table4(best.get("split-fashion-mnist", {}), best.get("permuted-fashion-mnist", {}))
+    md += buffer_dynamics_section(best)
     md += _configurations_section(best, grouped)
     if plots:
         md += _curves_section(best, out)
