@@ -52,7 +52,9 @@ def test_every_interval_in_the_readme_table_is_a_verdict_of_verdicts_json():
 def test_a_changed_number_changes_the_section():
     rows, toy = _committed()
     changed = copy.deepcopy(rows)
-    row = next(r for r in changed if r["diff"] is not None)
+    # the Adam+CM row against the tuned baseline is always in the README (a pending row may not be)
+    row = next(r for r in changed if r["optimizer"] == "adam+cm" and r["baseline"] in ("adam", "adamw")
+               and r["diff"] is not None)
     row["diff"] += 0.5
     assert F.readme_section(changed, toy) != F.readme_section(rows, toy)
 
