@@ -41,12 +41,13 @@ from memoptim.cli.common import (
     HelpFormatter,
     fail,
     new_directories,
+    non_negative_int,
     optimizer_list,
     optimizer_names,
     positive_int,
     remove_if_empty,
 )
-from memoptim.cli.train import M_SHARPNESS_HELP, TASK_CHOICES, non_negative_int
+from memoptim.cli.train import M_SHARPNESS_HELP, TASK_CHOICES
 
 
 def _default_optimizers() -> str:

@@ -29,6 +29,7 @@ from memoptim.cli.common import (
     HelpFormatter,
     fail,
     new_directories,
+    non_negative_int,
     optimizer_name,
     optimizer_names,
     positive_int,
@@ -70,17 +71,6 @@ def hyperparameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {
         k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None
     }
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 @functools.cache
