@@ -15,6 +15,10 @@ each printed beside torch.optim's measured in the same process, with the ratio:
 torch's rows are ``Adam(foreach=True, capturable=True)`` with the learning rate a tensor (torch
 refuses a tensor learning rate with ``foreach=True`` unless ``capturable=True``), as memoptim's.
 
+Every compilation starts cold: Inductor's on-disk caches are disabled
+(``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` unless set), so an earlier run's kernels are not reused
+and the first-step times are what a fresh machine sees.
+
 Compile times depend on the number of tensors much more than on their size, so ``--scale`` may
 shrink the model for a quick run without changing (1) and (2) much.  Timings on a shared machine
 are indicative only; the ratios are what to read::
@@ -33,6 +37,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")  # read when Inductor is imported
 
 import torch
 from torch._dynamo.utils import counters

@@ -178,11 +178,7 @@ def test_the_traced_support_check_is_the_extensions(built):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("name", OURS)
-def test_no_graph_break_of_ours(name, path, torch_adam, built, monkeypatch, request):
-    if REGISTRY[name].build.__doc__ and "policy='random'" in REGISTRY[name].build.__doc__:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the random policy reads CPU step counters on the host (memoptim.policy.draws), so that "
-            "eager and compiled runs draw alike")))
+def test_no_graph_break_of_ours(name, path, torch_adam, built, monkeypatch):
     if path == "compiled":
         monkeypatch.setenv("MEMOPTIM_NATIVE", "0")
     opt = _build(name, _params(), **PATHS[path])
@@ -218,7 +214,10 @@ def test_sams_two_half_steps_compile_without_breaks(name, torch_adam, built):
 # ----------------------------------------------------------------------------- schedules, numbers
 SCHEDULED = {"AdamCM default (native)": ("AdamCM", {}), "AdamCM foreach": ("AdamCM", {"foreach": True}),
              "AdamCM compiled fused": ("AdamCM", {"fused": True}), "SGDCM fused (native)": ("SGDCM",
-                                                                                            {"fused": True})}
+                                                                                            {"fused": True}),
+             # the draws of a compiled CPU step are the eager ones (memoptim::random_draws)
+             "AdamCM random policy": ("AdamCM", {"foreach": True, "policy": "random", "replace_prob": 0.5,
+                                                 "buffer_size": 2})}
 
 
 @pytest.mark.slow
@@ -324,6 +323,12 @@ def test_the_device_is_checked_before_the_extension_is_built(no_build, monkeypat
         run, _, lr = backends.select_kernel(F.adam_cm, group, tensors, steps=[torch.zeros(())],
                                             native_default=True)
         assert run is F.compiled(F.adam_cm) and torch.is_tensor(lr)
+        # the learning rate lives on the parameters' device (no copy per step, capturable)
+        assert lr.device.type == "meta" and lr.dtype == torch.float64 and lr.dim() == 0
+    group, tensors = _meta_group(fused=True)
+    group["lr"] = torch.tensor(0.5)  # a tensor learning rate (a scheduler's) moves there too
+    assert backends.select_kernel(F.adam_cm, group, tensors, steps=[torch.zeros(())])[2].device.type == "meta"
+    assert float(backends.lr_tensor(torch.tensor(0.25), torch.device("cpu"))) == 0.25
     group, tensors = _meta_group(foreach=True)
     assert backends.select_kernel(F.adam_cm, group, tensors)[0] is F.adam_cm
 

@@ -229,8 +229,8 @@ def test_a_group_split_across_devices_keeps_its_group_key(name, kw, monkeypatch)
     split = [p.detach().clone().requires_grad_() for p in whole]
     noise = [[torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes] for _ in range(8)]
     _run(name, whole, 8, lambda t: noise[t], lr=1e-2, buffer_size=3, **kw)
-    monkeypatch.setattr(driver, "by_device", lambda ts: [[i for i in range(len(ts)) if i % 2 == parity]
-                                                        for parity in (0, 1)])
+    monkeypatch.setattr(driver, "by_device_and_dtype",
+                        lambda ts: [[i for i in range(len(ts)) if i % 2 == parity] for parity in (0, 1)])
     opt = _run(name, split, 8, lambda t: noise[t], lr=1e-2, buffer_size=3, **kw)
     for a, b in zip(whole, split):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
@@ -247,6 +247,29 @@ def test_a_group_of_two_dtypes_keys_by_the_whole_group():
     want = 0.5 * (grads[0].double().norm() + grads[1].norm())
     for p in params:
         torch.testing.assert_close(opt.state[p]["critical_keys"][0].double(), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kw", [{"foreach": True}, {"foreach": False}, {"fused": True}, {}])
+@pytest.mark.parametrize("name", ["adam+cm", "adam+cg", "sgd+cm", "lion+cm"])
+def test_a_group_of_several_dtypes_steps_each_dtype_as_its_own_group(name, kw, monkeypatch):
+    # With per-tensor keys nothing couples the dtypes: each bucket must step exactly as a group of
+    # that dtype alone, on every path (the float32 and float64 buckets are each one native call).
+    monkeypatch.setenv("MEMOPTIM_NATIVE", "1")
+    gen = torch.Generator().manual_seed(5)
+    dtypes = [torch.float32, torch.float64, torch.float32, torch.bfloat16, torch.float64]
+    mixed = [torch.randn(3, 2, generator=gen).to(dt).requires_grad_() for dt in dtypes]
+    noise = [[torch.randn(3, 2, generator=gen).to(dt) for dt in dtypes] for _ in range(6)]
+    hyper = {"lr": 1e-2, "buffer_size": 2, "priority": "tensor", **kw}
+    opt = _run(name, mixed, 6, lambda t: noise[t], **hyper)
+    for dt in (torch.float32, torch.float64, torch.bfloat16):
+        idx = [i for i, d in enumerate(dtypes) if d == dt]
+        gen = torch.Generator().manual_seed(5)  # the same starting point
+        start = [torch.randn(3, 2, generator=gen).to(d) for d in dtypes]
+        alone = [start[i].requires_grad_() for i in idx]
+        _run(name, alone, 6, lambda t, idx=idx: [noise[t][i] for i in idx], **hyper)
+        for i, a in zip(idx, alone):
+            assert torch.equal(mixed[i], a), (name, kw, dt)
+            assert opt.state[mixed[i]]["critical_keys"].dtype == torch.promote_types(dt, torch.float32)
 
 
 # ------------------------------------------------------------------ checkpoints across paths and devices

@@ -63,7 +63,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memoptim.policy import POLICIES, choose_slots, replacement_draw
+from memoptim.offers import offer_group
+from memoptim.policy import POLICIES, replacement_draw
 
 __all__ = ["AGGREGATIONS", "PENDING_KEYS", "PENDING_SOURCES", "POLICIES", "RESYNC_INTERVAL", "CriticalBuffer",
            "aggregate", "offer", "replacement_draw"]
@@ -303,7 +304,9 @@ def offer(
     ``argmin`` over a stacked ``(N, C)`` key matrix), without a data-dependent
     Python branch, so the step never waits for the device.  The running sums
     are updated by ``new - old`` of the touched slot only: the cost is
-    independent of the capacity.
+    independent of the capacity.  The whole offer is one operator,
+    :func:`memoptim.offers.offer_group` (``memoptim::offer`` under
+    ``torch.compile``: one node of the graph, whatever the number of buffers).
 
     Args:
         buffers: one buffer per tensor, all of the same capacity.
@@ -313,23 +316,14 @@ def offer(
     """
     if not buffers:
         return
-    stacked = torch.stack([b.keys for b in buffers])  # (N, C)
-    keys = keys.to(stacked.dtype)
-    draws = None if buffers[0].draw is None else [b.draw for b in buffers]
-    counts = torch.stack([b.replacements_tensor for b in buffers]) if buffers[0].policy == "fifo" else None
-    slot, current, accept = choose_slots(stacked, keys, draws, counts)  # the buffer policy decides
-    replaced = accept & torch.isfinite(current)
-    stacked.scatter_(1, slot, torch.where(accept, keys, current).unsqueeze(1))
-    stacked.mul_(decay)
-    torch._foreach_copy_([b.keys for b in buffers], list(stacked.unbind(0)))
-
-    for i, (b, v) in enumerate(zip(buffers, values)):
-        # DTensor (FSDP2) buffers: the slot's update is elementwise, so each rank updates
-        # its own shard of the values and the sum, which match the shard of v.
-        values_i, total_i, v = _local(b.values), _local(b.total), _local(v)
-        idx = slot[i]  # shape (1,), stays on the device
-        old = values_i.index_select(0, idx)
-        new = torch.where(accept[i], v.unsqueeze(0).to(values_i.dtype), old)
-        values_i.index_copy_(0, idx, new)
-        total_i.add_((new.to(total_i.dtype) - old.to(total_i.dtype)).squeeze(0))
-        b.replacements_tensor.add_(replaced[i])
+    drawn = drawn_slot = None
+    if buffers[0].draw is not None:  # the random policy's draws, 0-d tensors or host values
+        device = buffers[0].keys.device
+        drawn = torch.stack([torch.as_tensor(b.draw[0], device=device) for b in buffers])
+        drawn_slot = torch.stack([torch.as_tensor(b.draw[1], dtype=torch.int64, device=device)
+                                  for b in buffers])
+    # DTensor (FSDP2) buffers: the slot's update is elementwise, so each rank updates its own
+    # shard of the values and the sum, which match the shard of the offered value.
+    offer_group([b.keys for b in buffers], [_local(b.values) for b in buffers],
+                [_local(b.total) for b in buffers], [b.replacements_tensor for b in buffers], keys,
+                [_local(v) for v in values], decay, buffers[0].policy, drawn, drawn_slot)

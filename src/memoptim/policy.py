@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["POLICIES", "choose_slots", "device_draw", "draws", "fifo_replacement", "replacement_draw"]
+__all__ = ["POLICIES", "choose_slots", "device_draw", "draws", "fifo_replacement", "replacement_draw",
+           "step_draws"]
 
 #: ``(stacked keys (N, C), offered keys (N,), the policy's input) -> (slot (N, 1), current key (N,),
 #: accept (N,))``; the input is the random policy's draws, the FIFO policy's replacement counts.
@@ -44,15 +45,11 @@ def norm_priority(stacked: Tensor, keys: Tensor, draws: Any = None) -> tuple[Ten
 
 
 def random_replacement(stacked: Tensor, keys: Tensor,
-                       draws: Sequence[tuple[bool, int]]) -> tuple[Tensor, Tensor, Tensor]:
-    """The first free slot, else the drawn slot; accepted if free, else with the drawn chance."""
+                       draws: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """The first free slot, else the drawn slot; accepted if free, else with the drawn chance
+    (``draws``: ``(N,)`` bool and ``(N,)`` int64, the accepts and slots of :func:`step_draws`)."""
+    drawn, j = draws[0].to(stacked.device), draws[1].to(stacked.device).unsqueeze(1)
     slot = stacked.argmin(dim=1, keepdim=True)
-    if isinstance(draws[0][0], Tensor):  # drawn on the device (device_draw)
-        drawn = torch.stack([d[0] for d in draws])
-        j = torch.stack([d[1] for d in draws]).unsqueeze(1)
-    else:  # drawn on the host from CPU step counters: no device to wait for
-        drawn = torch.tensor([d[0] for d in draws]).to(stacked.device)
-        j = torch.tensor([[d[1]] for d in draws]).to(stacked.device)
     free = torch.isneginf(stacked).any(dim=1)
     slot = torch.where(free.unsqueeze(1), slot, j)
     current = stacked.gather(1, slot).squeeze(1)
@@ -76,7 +73,7 @@ POLICIES: dict[str, Decision] = {"norm": norm_priority, "random": random_replace
                                   "fifo": fifo_replacement}
 
 
-def choose_slots(stacked: Tensor, keys: Tensor, draws: Sequence[tuple[bool, int]] | None,
+def choose_slots(stacked: Tensor, keys: Tensor, draws: tuple[Tensor, Tensor] | None,
                  replacements: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The decision of the policy in force: the FIFO one when the buffers' ``replacements``
     counts are given, the random one when ``draws`` were made for this step, else the norm one."""
@@ -134,18 +131,50 @@ def device_draw(policy_seed: int, steps: Tensor, capacity: int, replace_prob: fl
     return accept, _mix32(h ^ 0xB5297A4D) % capacity
 
 
+def _draw_on_host(steps: Tensor, policy_seed: int, capacity: int, replace_prob: float) -> tuple[Tensor, Tensor]:
+    """:func:`replacement_draw` for every counter of ``steps`` (CPU: read there, waiting for nothing)."""
+    drawn = [replacement_draw(policy_seed, int(t) + 1, capacity, replace_prob) for t in steps.tolist()]
+    return (torch.tensor([a for a, _ in drawn], dtype=torch.bool),
+            torch.tensor([j for _, j in drawn], dtype=torch.int64))
+
+
+@torch.library.custom_op("memoptim::random_draws", mutates_args=())
+def _random_draws_op(steps: Tensor, policy_seed: int, capacity: int,
+                     replace_prob: float) -> tuple[Tensor, Tensor]:
+    return device_draw(policy_seed, steps, capacity, replace_prob)
+
+
+@_random_draws_op.register_kernel("cpu")
+def _(steps, policy_seed, capacity, replace_prob):
+    return _draw_on_host(steps, policy_seed, capacity, replace_prob)
+
+
+@_random_draws_op.register_fake
+def _(steps, policy_seed, capacity, replace_prob):
+    return steps.new_empty(steps.shape, dtype=torch.bool), steps.new_empty(steps.shape, dtype=torch.int64)
+
+
+def step_draws(steps: Sequence[Tensor], policy_seed: int, capacity: int,
+               replace_prob: float) -> tuple[Tensor, Tensor]:
+    """The random policy's ``(accept (N,) bool, slot (N,) int64)`` for step counters ``steps`` (the
+    steps done before this one), on their device: :func:`replacement_draw`'s numbers for counters
+    on the CPU, :func:`device_draw`'s elsewhere.  While ``torch.compile`` traces, through the
+    custom operator ``memoptim::random_draws`` (one node, and on the CPU the same numbers as an
+    eager step: the operator reads the counters where they are, outside the graph)."""
+    stacked = torch.stack([s.reshape(()) for s in steps])
+    if torch.compiler.is_compiling():
+        return torch.ops.memoptim.random_draws(stacked, policy_seed, capacity, replace_prob)
+    if stacked.device.type == "cpu":
+        return _draw_on_host(stacked, policy_seed, capacity, replace_prob)
+    return device_draw(policy_seed, stacked, capacity, replace_prob)
+
+
 def draws(group: dict[str, Any], buffers: Sequence[Any], steps: Sequence[Tensor]) -> None:
-    """Attach this step's draws to the buffers of a ``policy="random"`` group (else nothing):
-    :func:`replacement_draw` for step counters on the CPU (read there, which waits for nothing;
-    the same draws in eager and compiled runs), else :func:`device_draw` on the counters' device,
-    so the step never waits for the device."""
+    """Attach this step's draws (:func:`step_draws`) to the buffers of a ``policy="random"`` group
+    (else nothing), as ``(accept, slot)`` 0-d tensors on the counters' device: no step waits for
+    the device, and eager and compiled steps draw the same numbers."""
     if group["policy"] != "random" or not buffers:
         return
-    if any(s.device.type != "cpu" for s in steps):
-        accept, slot = device_draw(group["policy_seed"], torch.stack([s.reshape(()) for s in steps]),
-                                   buffers[0].capacity, group["replace_prob"])
-        for i, b in enumerate(buffers):
-            b.draw = (accept[i], slot[i])
-        return
-    for b, s in zip(buffers, steps):
-        b.draw = replacement_draw(group["policy_seed"], int(s) + 1, b.capacity, group["replace_prob"])
+    accept, slot = step_draws(steps, group["policy_seed"], buffers[0].capacity, group["replace_prob"])
+    for i, b in enumerate(buffers):
+        b.draw = (accept[i], slot[i])

@@ -74,7 +74,7 @@ def select_kernel(
         if wants_native and native.supports(*tensors, buffers=buffers, steps=steps):
             return fused, False, lr
         if explicit or (devices and devices <= set(COMPILED_BY_DEFAULT)):
-            return compiled(kernel), False, _lr_tensor(lr)
+            return compiled(kernel), False, lr_tensor(lr, tensors[0][0].device)
     foreach = True if explicit or group["foreach"] is None else bool(group["foreach"])
     return kernel, foreach, lr if torch.compiler.is_compiling() else float(lr)
 
@@ -87,9 +87,16 @@ def check_fused_devices(devices: set[str]) -> None:
                          f"run on {', '.join(FUSED_DEVICES)} (use foreach=True on other devices)")
 
 
-def _lr_tensor(lr: float | Tensor) -> Tensor:
-    """The learning rate as a 0-d float64 tensor (a tensor learning rate is converted, not read)."""
-    return torch.as_tensor(lr, dtype=torch.float64)
+def lr_tensor(lr: float | Tensor, device: torch.device) -> Tensor:
+    """The learning rate as a 0-d float64 tensor on the parameters' ``device``, for the compiled
+    path: a graph input, so a scheduler recompiles nothing, and on the device, so a step neither
+    copies it from the host nor keeps a CUDA graph from capturing it.  A tensor learning rate is
+    converted, never read; a float is written by a fill on the device (no host-to-device copy),
+    so a captured graph replays the learning rate it was captured with, as ``torch.optim`` does
+    with a float: give a tensor to schedule a captured step."""
+    if isinstance(lr, Tensor):
+        return lr.to(device=device, dtype=torch.float64)
+    return torch.full((), float(lr), dtype=torch.float64, device=device)
 
 
 def fusable_memory(group: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ from memoptim.optim.backends import is_native, select_kernel
 from memoptim.optim.base import STATE_DICT_TAG, BaseOptimizer, ParamsT, run_closure
 from memoptim.optim.keys import grad_norms, keys_dtype, keys_from_norms, local_keys, priority_keys
 from memoptim.optim.memory import CRITICAL_MOMENTA, NONE, kernel
-from memoptim.optim.placement import as_complex_like, as_real, by_device, place
+from memoptim.optim.placement import as_complex_like, as_real, by_device_and_dtype, place
 from memoptim.optim.rules import Rule
 from memoptim.optim.rules.ops import on_device, prepare_grads
 from memoptim.policy import draws
@@ -57,6 +57,12 @@ class RuleOptimizer(BaseOptimizer):
         # Decided once: groups with neither fused nor foreach set run the native kernel if it is
         # already built for this machine (building is explicit: memoptim build-kernels, or fused=True).
         self._native_default = native.is_built()
+        native.prepare(explicit=any(self._fused_on_cpu(g) for g in self.param_groups))
+
+    def _fused_on_cpu(self, group: dict[str, Any]) -> bool:
+        """Whether ``group`` asks for ``fused=True`` with CPU tensors and its rule has a native kernel."""
+        return (bool(group.get("fused")) and any(p.device.type == "cpu" for p in group["params"])
+                and native.kernel_for(kernel(self._rule_for(group), self.memory_mode)) is not None)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -115,7 +121,7 @@ class RuleOptimizer(BaseOptimizer):
                     hyper: dict[str, Any], started: frozenset[int] = frozenset(),
                     ) -> tuple[list[Tensor], Sequence[list[Any]]]:
         """One group's step: complex tensors as their real views, and the protocol
-        (:meth:`_step_tensors`) once per device (:mod:`memoptim.optim.placement`).  Returns the
+        (:meth:`_step_tensors`) once per (device, dtype) bucket (:mod:`memoptim.optim.placement`).  Returns the
         ``params`` and ``states`` the kernel stepped, so the rule can store state it created."""
         complex_ = any(p.is_complex() for p in params)
         if complex_:
@@ -123,7 +129,7 @@ class RuleOptimizer(BaseOptimizer):
             rs: Sequence[list[Any]] = [[as_real(x) for x in xs] for xs in states]
         else:
             rp, rg, rs = params, grads, states
-        buckets = by_device(rp)
+        buckets = by_device_and_dtype(rp)
         if len(buckets) == 1:
             done, out = self._step_tensors(group, eager, rp, rg, rs, steps, hyper, started, owners=params)
         else:
@@ -144,7 +150,7 @@ class RuleOptimizer(BaseOptimizer):
 
     def _shared_keys(self, group: dict[str, Any], grads: list[Tensor],
                      buckets: list[list[int]]) -> list[Tensor] | None:
-        """Keys a group spanning several devices shares across them (none without a buffer)."""
+        """Keys a group spanning several buckets shares across them (none without a buffer)."""
         return None
 
     def _step_tensors(self, group: dict[str, Any], eager: Callable[..., Any], params: list[Tensor],
@@ -235,11 +241,14 @@ class MemoryOptimizer(RuleOptimizer):
 
     def _shared_keys(self, group: dict[str, Any], grads: list[Tensor],
                      buckets: list[list[int]]) -> list[Tensor] | None:
-        r"""The ``priority="group"`` keys of a group spanning several devices, one ``(n_d,)``
-        tensor per device: :math:`\sum_d \sum_{i \in d} \|g_i\|_2`, each device's partial sum
-        computed where its gradients are, then added in the order the devices first appear, on
-        every device (so all see the same key).  ``None`` otherwise."""
-        if not group["memory"] or group["priority"] != "group" or len(buckets) < 2:
+        r"""The ``priority="group"`` keys of a group spanning several (device, dtype) buckets, one
+        ``(n_b,)`` tensor per bucket: :math:`\sum_b \sum_{i \in b} \|g_i\|_2`, each bucket's
+        partial sum computed where its gradients are, in the group's key dtype, then added in the
+        order the buckets first appear, on every device (so all see the same key).  ``None``
+        otherwise, and under ``ZeroRedundancyOptimizer``, whose keys already sum the whole group
+        (:func:`memoptim.optim.keys.priority_keys`)."""
+        if (not group["memory"] or group["priority"] != "group" or len(buckets) < 2
+                or not local_keys(self, group)):
             return None
         dtype = keys_dtype(grads)
         partial = [grad_norms(_pick(grads, idx), True, dtype).sum() for idx in buckets]
@@ -260,7 +269,7 @@ class MemoryOptimizer(RuleOptimizer):
         policy's draws, the authors' seeding step (``first_step="seed"``), the kernel, a deferred
         offer's decision, the periodic resync.  Returns the indices the kernel stepped (all but the
         seeded tensors) and their ``states``, so the rule can store state the kernel created.
-        ``shared_keys``: the keys of a group spanning devices (:meth:`_shared_keys`); ``owners``:
+        ``shared_keys``: the keys of a group spanning buckets (:meth:`_shared_keys`); ``owners``:
         the parameters whose state this is, when ``params`` are complex parameters' real views."""
         owners = params if owners is None else owners
         buffers = self._buffers(group, owners, params)

@@ -5,9 +5,10 @@ r"""Where a group's tensors and their state live: devices, complex views, checkp
   ``torch.optim`` does: every rule and the critical buffer see real tensors, so the keys
   (:math:`\|g\|_2`, equal for a complex tensor and its real view) stay real, and the buffer holds
   real views.  State a rule creates during the step is handed back in the parameter's complex form.
-* **Several devices in one group**: the driver runs its step protocol once per device
-  (:func:`by_device`), in the order the devices first appear; tensors of several dtypes on one
-  device are stepped together, as before (their keys are compared in the widest key dtype).
+* **Several devices or dtypes in one group**: the driver runs its step protocol once per
+  (device, dtype) bucket (:func:`by_device_and_dtype`), in the order the buckets first appear, as
+  ``torch.optim`` groups tensors for its multi-tensor and fused kernels; each bucket is then a
+  list the native kernel or one multi-tensor launch takes whole.
 * **Checkpoints** (:func:`place`): every state tensor is moved to its parameter's device, or a
   one-line ``ValueError`` names the fix.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["as_complex_like", "as_real", "by_device", "place"]
+__all__ = ["as_complex_like", "as_real", "by_device_and_dtype", "place"]
 
 
 def as_real(t: Tensor | None) -> Tensor | None:
@@ -36,12 +37,12 @@ def as_complex_like(t: Tensor | None, like: Tensor) -> Tensor | None:
     return torch.view_as_complex(t if t.stride(-1) == 1 else t.contiguous())
 
 
-def by_device(tensors: Sequence[Tensor]) -> list[list[int]]:
-    """Indices of ``tensors`` grouped by device, in the order the devices first appear (one group
-    for the usual single-device list)."""
-    groups: dict[torch.device, list[int]] = {}
+def by_device_and_dtype(tensors: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in the order the pairs first appear (one
+    bucket for the usual list of one device and dtype)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
-        groups.setdefault(t.device, []).append(i)
+        groups.setdefault((t.device, t.dtype), []).append(i)
     return list(groups.values())
 
 

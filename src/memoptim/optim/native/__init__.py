@@ -147,10 +147,19 @@ def _usable() -> bool:
     return os.environ.get("MEMOPTIM_NATIVE", "1") != "0" and _load() is not None
 
 
-@torch.compiler.assume_constant_result
 def _usable_traced() -> bool:
-    """:func:`_usable` as a constant of a traced step (Dynamo calls it once, while tracing)."""
-    return _usable()
+    """:func:`_usable` while ``torch.compile`` traces: the kernel is already loaded (a traced step
+    builds nothing; the optimizers load it when constructed, see :func:`prepare`) and not
+    disabled.  Plain reads Dynamo guards on, so a change recompiles."""
+    return _module is not None and os.environ.get("MEMOPTIM_NATIVE", "1") != "0"
+
+
+def prepare(explicit: bool) -> None:
+    """Load the kernel at an optimizer's construction where its steps may run it: it is built
+    (the default path uses it then), or ``explicit`` (``fused=True`` on CPU tensors, which
+    builds it on first use).  Done eagerly, so a step that ``torch.compile`` traces finds it."""
+    if explicit or is_built():
+        _load()
 
 
 def _dense(grads: Sequence[Tensor]) -> list[Tensor]:
