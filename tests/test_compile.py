@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -341,3 +343,18 @@ def test_on_cpu_the_default_stays_native_or_multi_tensor(built):
     run, _, lr = backends.select_kernel(F.adam_cm, group, ([p], [p.clone()]), steps=[torch.zeros(())],
                                         native_default=True)
     assert backends.is_native(run) and lr == 0.1
+
+
+def test_the_traced_support_check_is_marked_as_torch_marks_a_constant_result():
+    """memoptim sets the mark of ``torch.compiler.assume_constant_result`` itself, so that importing
+    it does not import Dynamo; the mark must be the decorator's."""
+
+    def probe() -> bool:
+        return True
+
+    marked = torch.compiler.assume_constant_result(probe)
+    assert vars(marked) == {"_dynamo_marked_constant": True}
+    assert native._usable_traced._dynamo_marked_constant is True
+    code = "import sys, memoptim; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -14,9 +14,10 @@ value :math:`v_i` with key :math:`k_i` (``docs/semantics.md``, "The critical buf
    \mathrm{old})` (the difference taken in the sum's float32-or-wider dtype) and
    :math:`r_i \leftarrow r_i + \rho_i`.
 
-It is registered as a torch custom operator (naming the tensors it mutates, with a fake
-implementation), so ``torch.compile`` traces a group's offer as one opaque node whatever the
-number of tensors: the graph, and the compile time, do not grow with the model at the offer.
+It is registered as a torch custom operator (:func:`memoptim.operators.define`: naming the
+tensors it mutates, with a fake implementation), so ``torch.compile`` traces a group's offer as
+one opaque node whatever the number of tensors: the graph, and the compile time, do not grow
+with the model at the offer.
 The operator changes the keys, the slots and the counts in place but writes the sums' changes
 :math:`\mathrm{new} - \mathrm{old}` (zero where nothing was stored) into tensors of their own,
 which the traced step adds with one ``torch._foreach_add_``: the rule reads the running sums
@@ -40,6 +41,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from memoptim.operators import define
 from memoptim.policy import choose_slots
 
 __all__ = ["offer_group"]
@@ -106,7 +108,6 @@ def _offer(keys: list[Tensor], values: list[Tensor], replacements: list[Tensor],
     write(values, targets, replacements, offered, slot, accept, replaced, accumulate)
 
 
-@torch.library.custom_op("memoptim::offer", mutates_args=("keys", "values", "replacements", "changes"))
 def _offer_op(keys: list[Tensor], values: list[Tensor], replacements: list[Tensor], changes: list[Tensor],
               offered_keys: Tensor, offered: list[Tensor], decay: float, policy: str,
               drawn: Tensor | None, drawn_slot: Tensor | None) -> None:
@@ -115,9 +116,11 @@ def _offer_op(keys: list[Tensor], values: list[Tensor], replacements: list[Tenso
            accumulate=False)
 
 
-@_offer_op.register_fake
-def _(keys, values, replacements, changes, offered_keys, offered, decay, policy, drawn, drawn_slot):
+def _offer_fake(keys, values, replacements, changes, offered_keys, offered, decay, policy, drawn, drawn_slot):
     return None
+
+
+define(_offer_op, name="offer", mutates_args=("keys", "values", "replacements", "changes"), fake=_offer_fake)
 
 
 def offer_group(keys: list[Tensor], values: list[Tensor], sums: list[Tensor], replacements: list[Tensor],

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from memoptim.operators import define
+
 __all__ = ["POLICIES", "choose_slots", "device_draw", "draws", "fifo_replacement", "replacement_draw",
            "step_draws"]
 
@@ -138,20 +140,17 @@ def _draw_on_host(steps: Tensor, policy_seed: int, capacity: int, replace_prob: 
             torch.tensor([j for _, j in drawn], dtype=torch.int64))
 
 
-@torch.library.custom_op("memoptim::random_draws", mutates_args=())
 def _random_draws_op(steps: Tensor, policy_seed: int, capacity: int,
                      replace_prob: float) -> tuple[Tensor, Tensor]:
     return device_draw(policy_seed, steps, capacity, replace_prob)
 
 
-@_random_draws_op.register_kernel("cpu")
-def _(steps, policy_seed, capacity, replace_prob):
-    return _draw_on_host(steps, policy_seed, capacity, replace_prob)
-
-
-@_random_draws_op.register_fake
-def _(steps, policy_seed, capacity, replace_prob):
+def _random_draws_fake(steps, policy_seed, capacity, replace_prob):
     return steps.new_empty(steps.shape, dtype=torch.bool), steps.new_empty(steps.shape, dtype=torch.int64)
+
+
+define(_random_draws_op, name="random_draws", mutates_args=(), fake=_random_draws_fake,
+       kernels={"cpu": _draw_on_host})
 
 
 def step_draws(steps: Sequence[Tensor], policy_seed: int, capacity: int,

@@ -57,12 +57,6 @@ class RuleOptimizer(BaseOptimizer):
         # Decided once: groups with neither fused nor foreach set run the native kernel if it is
         # already built for this machine (building is explicit: memoptim build-kernels, or fused=True).
         self._native_default = native.is_built()
-        native.prepare(explicit=any(self._fused_on_cpu(g) for g in self.param_groups))
-
-    def _fused_on_cpu(self, group: dict[str, Any]) -> bool:
-        """Whether ``group`` asks for ``fused=True`` with CPU tensors and its rule has a native kernel."""
-        return (bool(group.get("fused")) and any(p.device.type == "cpu" for p in group["params"])
-                and native.kernel_for(kernel(self._rule_for(group), self.memory_mode)) is not None)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -15,11 +15,11 @@ Each kernel has three execution paths over the same maths:
   Inductor kernels fuse the updates into a few memory passes (the ``fused=True`` path on
   accelerators, and where the native kernel of :mod:`memoptim.optim.native` does not apply).
   The rule is traced from the ``torch._foreach_*`` operations, one node per operation for the
-  whole list (the buffer's offer, :func:`memoptim.buffer.offer`, still writes each tensor's slot
-  in a loop, so the graph still grows with the number of tensors).  Inside the traced kernel the
-  step counts and the learning rate stay tensors and the buffer decision is tensor arithmetic,
-  so there is no data-dependent Python branch (``fullgraph=True`` would refuse one) and no
-  wait for the device.
+  whole list, and the buffer's offer is one custom operator for the whole group
+  (:mod:`memoptim.offers`), so the graph does not grow with a loop unrolled per tensor.  Inside
+  the traced kernel the step counts and the learning rate stay tensors on the parameters'
+  device and the buffer decision is tensor arithmetic, so there is no data-dependent Python
+  branch (``fullgraph=True`` would refuse one) and no wait for the device.
 
 Each kernel is its own function with its own code object (:func:`memoptim.optim.memory.kernel`),
 hence its own ``torch.compile`` cache and recompile limit.

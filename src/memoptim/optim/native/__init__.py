@@ -148,18 +148,15 @@ def _usable() -> bool:
 
 
 def _usable_traced() -> bool:
-    """:func:`_usable` while ``torch.compile`` traces: the kernel is already loaded (a traced step
-    builds nothing; the optimizers load it when constructed, see :func:`prepare`) and not
-    disabled.  Plain reads Dynamo guards on, so a change recompiles."""
-    return _module is not None and os.environ.get("MEMOPTIM_NATIVE", "1") != "0"
+    """:func:`_usable` as a constant of a traced step: Dynamo calls it once, while tracing, instead
+    of tracing into the build."""
+    return _usable()
 
 
-def prepare(explicit: bool) -> None:
-    """Load the kernel at an optimizer's construction where its steps may run it: it is built
-    (the default path uses it then), or ``explicit`` (``fused=True`` on CPU tensors, which
-    builds it on first use).  Done eagerly, so a step that ``torch.compile`` traces finds it."""
-    if explicit or is_built():
-        _load()
+# What torch.compiler.assume_constant_result(_usable_traced) does (torch 2.13), set directly: the
+# decorator imports Dynamo, which would add about 1.7 s to `import memoptim`.  A test holds the
+# attribute to the decorator's.
+_usable_traced._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _dense(grads: Sequence[Tensor]) -> list[Tensor]:

@@ -1,6 +1,6 @@
 r"""The native kernel's entry points as torch custom operators (``torch.ops.memoptim.*``).
 
-Each C++ entry point of ``fused_cpu.cpp`` is registered with :func:`torch.library.custom_op`,
+Each C++ entry point of ``fused_cpu.cpp`` is registered (:func:`memoptim.operators.define`),
 naming the arguments it writes (``mutates_args``), and given a fake implementation that says
 only what it returns (shapes and dtypes, no data).  ``torch.compile`` then traces a step that
 calls them without a graph break: the operator is one opaque node of the graph, run by the C++
@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from memoptim.operators import define
+
 __all__ = ["OPS", "call", "supports_traced"]
 
 #: The extension loader (:func:`memoptim.optim.native._load`), set by the package on import, so
@@ -52,8 +54,7 @@ def _norms_or_empty(out: Tensor | None) -> Tensor:
     return torch.empty(0, dtype=torch.float64) if out is None else out
 
 
-@torch.library.custom_op("memoptim::adam_step", mutates_args=_ADAM_MUTATES, device_types="cpu")
-def adam_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+def _adam_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
               max_exp_avg_sqs: list[Tensor], steps: list[Tensor], values: list[Tensor], sums: list[Tensor],
               keys: list[Tensor], replacements: list[Tensor], offered: Tensor, lr: Tensor, beta1: float,
               beta2: float, eps: float, weight_decay: float, amsgrad: bool, decoupled: bool, maximize: bool,
@@ -70,15 +71,13 @@ def adam_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         pending=pending))
 
 
-@adam_step.register_fake
-def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, values, sums, keys, replacements, offered,
-      lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, decay, variant, resync_interval,
-      pending):
+def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, values, sums, keys,
+                    replacements, offered, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize,
+                    decay, variant, resync_interval, pending):
     return torch.empty(len(params) if pending else 0, dtype=torch.float64, device="cpu")
 
 
-@torch.library.custom_op("memoptim::sgd_step", mutates_args=_SGD_MUTATES, device_types="cpu")
-def sgd_step(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor], seed: list[int],
+def _sgd_step(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor], seed: list[int],
              steps: list[Tensor], values: list[Tensor], sums: list[Tensor], keys: list[Tensor],
              replacements: list[Tensor], offered: Tensor, lr: Tensor, momentum: float, dampening: float,
              weight_decay: float, maximize: bool, decay: float, variant: str, resync_interval: int,
@@ -93,26 +92,21 @@ def sgd_step(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[T
         resync_interval=resync_interval, pending=pending))
 
 
-@sgd_step.register_fake
-def _(params, grads, momentum_buffers, seed, steps, values, sums, keys, replacements, offered, lr, momentum,
-      dampening, weight_decay, maximize, decay, variant, resync_interval, pending):
+def _sgd_step_fake(params, grads, momentum_buffers, seed, steps, values, sums, keys, replacements, offered, lr,
+                   momentum, dampening, weight_decay, maximize, decay, variant, resync_interval, pending):
     return torch.empty(len(params) if pending else 0, dtype=torch.float64, device="cpu")
 
 
-@torch.library.custom_op("memoptim::grad_norms", mutates_args=(), device_types="cpu")
-def grad_norms(tensors: list[Tensor]) -> Tensor:
+def _grad_norms(tensors: list[Tensor]) -> Tensor:
     r""":math:`\|g_i\|_2` of every (contiguous) tensor as ``(N,)`` float64, from one read of each."""
     return _extension().grad_norms(tensors=tensors)
 
 
-@grad_norms.register_fake
-def _(tensors):
+def _grad_norms_fake(tensors):
     return torch.empty(len(tensors), dtype=torch.float64, device="cpu")
 
 
-@torch.library.custom_op("memoptim::offer_deferred", mutates_args=("buffer_keys", "replacements", "pending"),
-                         device_types="cpu")
-def offer_deferred(keys: Tensor, buffer_keys: list[Tensor], replacements: list[Tensor], pending: list[Tensor],
+def _offer_deferred(keys: Tensor, buffer_keys: list[Tensor], replacements: list[Tensor], pending: list[Tensor],
                    decay: float) -> None:
     r"""A deferred step's offers: insert or replace by ``keys[i]`` (ties keep), then
     :math:`k \leftarrow \lambda k`; the accepted slot (or -1) goes to ``pending[i]``."""
@@ -120,13 +114,22 @@ def offer_deferred(keys: Tensor, buffer_keys: list[Tensor], replacements: list[T
                                 decay=decay)
 
 
-@offer_deferred.register_fake
-def _(keys, buffer_keys, replacements, pending, decay):
+def _offer_deferred_fake(keys, buffer_keys, replacements, pending, decay):
     return None
 
 
-#: name -> custom operator (``torch.ops.memoptim.<name>``).
-OPS = {"adam_step": adam_step, "sgd_step": sgd_step, "grad_norms": grad_norms, "offer_deferred": offer_deferred}
+#: name -> custom operator (``torch.ops.memoptim.<name>``), registered by :func:`memoptim.operators.define`.
+OPS = {
+    "adam_step": define(_adam_step, name="adam_step", mutates_args=_ADAM_MUTATES, fake=_adam_step_fake,
+                        device_type="cpu"),
+    "sgd_step": define(_sgd_step, name="sgd_step", mutates_args=_SGD_MUTATES, fake=_sgd_step_fake,
+                       device_type="cpu"),
+    "grad_norms": define(_grad_norms, name="grad_norms", mutates_args=(), fake=_grad_norms_fake,
+                         device_type="cpu"),
+    "offer_deferred": define(_offer_deferred, name="offer_deferred",
+                             mutates_args=("buffer_keys", "replacements", "pending"), fake=_offer_deferred_fake,
+                             device_type="cpu"),
+}
 
 
 def call(name: str, **kwargs: Any) -> Any:
