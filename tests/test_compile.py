@@ -219,7 +219,10 @@ SCHEDULED = {"AdamCM default (native)": ("AdamCM", {}), "AdamCM foreach": ("Adam
                                                                                             {"fused": True}),
              # the draws of a compiled CPU step are the eager ones (memoptim::random_draws)
              "AdamCM random policy": ("AdamCM", {"foreach": True, "policy": "random", "replace_prob": 0.5,
-                                                 "buffer_size": 2})}
+                                                 "buffer_size": 2}),
+             # the aggregate reads the keys (filled slots) before the offer operator changes them
+             "AdamCM filled aggregation": ("AdamCM", {"foreach": True, "aggregation": "filled",
+                                                      "buffer_size": 2})}
 
 
 @pytest.mark.slow
