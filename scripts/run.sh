@@ -4,7 +4,7 @@
 # fresh clone on a fresh machine needs nothing installed by hand.
 #
 #   bash scripts/run.sh memoptim demo
-#   bash scripts/run.sh pytest -q
+#   bash scripts/run.sh pytest -q -n 2
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MEMOPTIM_VENV:-$root/.venv}"

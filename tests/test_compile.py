@@ -217,9 +217,6 @@ def test_sams_two_half_steps_compile_without_breaks(name, torch_adam, built):
 SCHEDULED = {"AdamCM default (native)": ("AdamCM", {}), "AdamCM foreach": ("AdamCM", {"foreach": True}),
              "AdamCM compiled fused": ("AdamCM", {"fused": True}), "SGDCM fused (native)": ("SGDCM",
                                                                                             {"fused": True}),
-             # the draws of a compiled CPU step are the eager ones (memoptim::random_draws)
-             "AdamCM random policy": ("AdamCM", {"foreach": True, "policy": "random", "replace_prob": 0.5,
-                                                 "buffer_size": 2}),
              # the aggregate reads the keys (filled slots) before the offer operator changes them
              "AdamCM filled aggregation": ("AdamCM", {"foreach": True, "aggregation": "filled",
                                                       "buffer_size": 2})}

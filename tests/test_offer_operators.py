@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+import memoptim
 from memoptim import offers
 from memoptim.buffer import CriticalBuffer, offer
 from memoptim.policy import device_draw, replacement_draw, step_draws
@@ -152,6 +153,30 @@ def test_draws_on_cpu_counters_are_replacement_draws_eagerly_and_compiled():
     for run in (step_draws, compiled):
         accept, slot = run(counters, 3, 4, 0.3)
         assert [(bool(a), int(j)) for a, j in zip(accept, slot)] == want
+
+
+def test_a_compiled_random_policy_step_is_the_eager_step():
+    """Whole optimizer steps: the compiled step's draws (through the operator) are the eager ones."""
+    gen = torch.Generator().manual_seed(4)
+    a = [torch.randn(s, dtype=torch.float64, generator=gen).requires_grad_() for s in ((4, 3), (5,))]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    hyper = {"lr": 1e-2, "foreach": True, "policy": "random", "replace_prob": 0.5, "buffer_size": 2}
+    compiled, eager = memoptim.AdamCM(a, **hyper), memoptim.AdamCM(b, **hyper)
+    torch._dynamo.reset()
+    step = torch.compile(compiled._step_groups, fullgraph=True, backend="aot_eager")
+    for t in range(8):
+        for p, q in zip(a, b):
+            p.grad = torch.randn(p.shape, dtype=torch.float64, generator=gen) * (1 + t % 3)
+            q.grad = p.grad.clone()
+        with torch.no_grad():
+            step()
+        eager.step()
+    for p, q in zip(a, b):  # the traced maths may round differently; the decisions may not differ
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(compiled.state[p]["critical_keys"], eager.state[q]["critical_keys"],
+                                   rtol=1e-12, atol=0)
+        assert torch.equal(compiled.state[p]["critical_replacements"], eager.state[q]["critical_replacements"])
+    assert int(eager.state[b[0]]["critical_replacements"]) > 0  # the draws did decide
 
 
 def test_draws_on_other_devices_are_device_draws():
