@@ -26,6 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _FENCE = re.compile(r"^```python[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_ABORTED = "terminate called without an active exception"
 _MARKER = re.compile(r"<!--\s*snippet:\s*(?P<how>torchrun\s+\d+|skip\s+\S.*?)\s*-->")
 #: at most this many blocks may be skipped by a marker
 MAX_SKIPS = 2
@@ -93,4 +94,9 @@ def test_snippet_runs_on_its_own(snippet: Snippet, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MPLBACKEND": "Agg",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    if snippet.marker and proc.returncode != 0 and _ABORTED in proc.stderr:
+        # A rank aborted in C++ (std::terminate in a gloo/c10d thread), seen once under load with
+        # the suite on two processes; the same script passed alone every time.  One rerun: a
+        # Python error in the snippet exits with 1 and fails at once.
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{snippet.id} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
