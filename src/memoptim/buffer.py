@@ -128,15 +128,16 @@ class CriticalBuffer:
     __slots__ = ("aggregation", "draw", "keys", "policy", "replacements_tensor", "total", "values")
 
     def __init__(self, keys: Tensor, values: Tensor, total: Tensor, replacements: Tensor,
-                 aggregation: str = "capacity", draw: tuple[bool, int] | None = None):
+                 aggregation: str = "capacity", draw: tuple[Tensor | bool, Tensor | int] | None = None):
         self.keys = keys
         self.values = values
         self.total = total
         self.replacements_tensor = replacements
         #: ``"capacity"`` or ``"filled"``: the divisor of the sum in :meth:`aggregate`.
         self.aggregation = aggregation
-        #: ``(accept, slot)`` of the random policy for this step's offer
-        #: (:func:`replacement_draw`), or ``None``: the gradient-norm key decides.
+        #: ``(accept, slot)`` of the random policy for this step's offer, 0-d tensors on the keys'
+        #: device (:func:`memoptim.policy.draws`) or host values (:func:`replacement_draw`), or
+        #: ``None``: the gradient-norm key decides.
         self.draw = draw
         #: the buffer policy's name (:data:`memoptim.policy.POLICIES`); ``"fifo"`` reads the
         #: replacement count to find the oldest entry, the others decide from ``draw``.

@@ -47,6 +47,13 @@ from memoptim.policy import choose_slots
 __all__ = ["offer_group"]
 
 
+def _move_sums(targets: list[Tensor], new: list[Tensor], old: list[Tensor], accumulate: bool) -> None:
+    """``new - old`` in each sum's dtype, added to ``targets`` (the sums, ``accumulate``) or copied there."""
+    wide = [t.dtype for t in targets]
+    diffs = torch._foreach_sub([n.to(w) for n, w in zip(new, wide)], [o.to(w) for o, w in zip(old, wide)])
+    (torch._foreach_add_ if accumulate else torch._foreach_copy_)(targets, diffs)
+
+
 def _write_on_host(values: list[Tensor], targets: list[Tensor], replacements: list[Tensor],
                    offered: list[Tensor], slot: Tensor, accept: Tensor, replaced: Tensor,
                    accumulate: bool) -> None:
@@ -58,11 +65,9 @@ def _write_on_host(values: list[Tensor], targets: list[Tensor], replacements: li
     if chosen:
         dst = [values[i][slots[i]] for i in chosen]
         new = [offered[i].to(values[i].dtype) for i in chosen]
-        wide = [targets[i].dtype for i in chosen]
-        # new - old in the sum's dtype, taken before the slot is overwritten (old is a view of it).
-        diffs = torch._foreach_sub([n.to(w) for n, w in zip(new, wide)], [d.to(w) for d, w in zip(dst, wide)])
+        # before the slot is overwritten: old is a view of it
+        _move_sums([targets[i] for i in chosen], new, dst, accumulate)
         torch._foreach_copy_(dst, new)
-        (torch._foreach_add_ if accumulate else torch._foreach_copy_)([targets[i] for i in chosen], diffs)
     if not accumulate and len(chosen) < len(targets):
         torch._foreach_zero_([t for i, t in enumerate(targets) if not taken[i]])
     counted = [replacements[i] for i, r in enumerate(replaced.tolist()) if r]
@@ -83,9 +88,7 @@ def _write_on_device(values: list[Tensor], targets: list[Tensor], replacements: 
         b.index_copy_(0, idx, n)
         old.append(o.squeeze(0))
         new.append(n.squeeze(0))
-    wide = [t.dtype for t in targets]
-    diffs = torch._foreach_sub([n.to(w) for n, w in zip(new, wide)], [o.to(w) for o, w in zip(old, wide)])
-    (torch._foreach_add_ if accumulate else torch._foreach_copy_)(targets, diffs)
+    _move_sums(targets, new, old, accumulate)
     torch._foreach_add_(replacements, list(replaced.to(replacements[0].dtype).unbind(0)))
 
 
