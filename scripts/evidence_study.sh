@@ -16,10 +16,10 @@
 #   3      fashion-mnist           CORE                             1e-4 .. 1e-2    6       20k train, 5k val (+ sharpness)
 #   4      brown-lm                EXTRA                            as stage 2
 #   5      fashion-mnist           EXTRA                            as stage 3
-#   6      gpt-brown               GPT (+ lion, lion+cm)            3e-4 .. 1e-2    4       as stage 2 (Lion: 1e-4 .. 3e-3)
-#   7      brown-lm                RECENCY                          as stage 2
-#   8      fashion-mnist           RECENCY                          as stage 3
-#   9      gpt-brown               RECENCY                          as stage 6
+#   6      brown-lm                RECENCY                          as stage 2
+#   7      fashion-mnist           RECENCY                          as stage 3
+#   8      gpt-brown               GPT (+ lion, lion+cm)            3e-4 .. 1e-2    4       as stage 2 (Lion: 1e-4 .. 3e-3)
+#   9      gpt-brown               RECENCY                          as stage 8
 #   CORE    = adam, adam+cm, adamomentum, adam+cm-vg (buffer only), adam+cm-nomem (v from m only)
 #   EXTRA   = adam+cm-authors, adam+cm-random, adam+cg, adam+sam, adam+sam+cm
 #   GPT     = adamw, adam+cm, adamomentum, adam+cm-nomem, adam+sam+cm: the transformer recipe (decay
@@ -31,9 +31,10 @@
 #   optimizer without widening: stage 1 ~1.0 h, stage 2 ~4.5 h, stage 3 ~2.6 h, stages 4-5 ~8 h
 #   of one core (SAM ~1.5x): ~16 core-hours, ~8 h wall clock with WORKERS=2.
 # Stages 6-9 (sized 2026-12-03: gpt-brown 6.4 min per 4-epoch run of one core, SAM ~2x; 8 runs per
-#   optimizer without widening): stage 6 ~6.8 core-hours (~7.8 with widening), stages 7-9 ~4.6
-#   core-hours (brown 108 min, fashion-mnist 63 min, gpt-brown 102 min): ~12 core-hours more,
-#   ~6-7 h wall clock with WORKERS=2.
+#   optimizer without widening): the RECENCY stages 6, 7 and 9 ~4.6 core-hours (brown 108 min,
+#   fashion-mnist 63 min, gpt-brown 102 min), stage 8 ~6.8 core-hours (~7.8 with widening): ~12
+#   core-hours more, ~6-7 h wall clock with WORKERS=2.  The RECENCY rows on the finished tasks run
+#   first, so the priority-or-recency contrast lands before the long transformer stage.
 #
 # Frozen code: the study imports memoptim from a copy of src/ taken from the commit it starts at
 # (.study-src/, git-ignored), so commits made while it runs for hours cannot change its runs; the
@@ -76,15 +77,15 @@ worker() {
   "${memoptim[@]}" --task fashion-mnist --optimizers "$EXTRA" \
     --tune-lr 1e-4,3e-4,1e-3,3e-3,1e-2 --epochs 6 --subset 20000 --eval-subset 5000 \
     --diagnostics --sharpness-iters 10
-  "${memoptim[@]}" --task gpt-brown --optimizers "$GPT" \
-    --tune-lr 3e-4,1e-3,3e-3,1e-2 --epochs 4 --subset 300000 --eval-subset 50000
-  "${memoptim[@]}" --task gpt-brown --optimizers lion,lion+cm \
-    --tune-lr 1e-4,3e-4,1e-3,3e-3 --epochs 4 --subset 300000 --eval-subset 50000
   "${memoptim[@]}" --task brown-lm --optimizers "$RECENCY" \
     --tune-lr 3e-4,1e-3,3e-3,1e-2,3e-2 --epochs 4 --subset 300000 --eval-subset 50000
   "${memoptim[@]}" --task fashion-mnist --optimizers "$RECENCY" \
     --tune-lr 1e-4,3e-4,1e-3,3e-3,1e-2 --epochs 6 --subset 20000 --eval-subset 5000 \
     --diagnostics --sharpness-iters 10
+  "${memoptim[@]}" --task gpt-brown --optimizers "$GPT" \
+    --tune-lr 3e-4,1e-3,3e-3,1e-2 --epochs 4 --subset 300000 --eval-subset 50000
+  "${memoptim[@]}" --task gpt-brown --optimizers lion,lion+cm \
+    --tune-lr 1e-4,3e-4,1e-3,3e-3 --epochs 4 --subset 300000 --eval-subset 50000
   "${memoptim[@]}" --task gpt-brown --optimizers "$RECENCY" \
     --tune-lr 3e-4,1e-3,3e-3,1e-2 --epochs 4 --subset 300000 --eval-subset 50000
 }
