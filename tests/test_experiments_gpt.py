@@ -124,6 +124,25 @@ def test_perplexity_counts_every_next_token_once():
     assert nll == pytest.approx(total / 20, rel=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["gpt", "lstm"])
+def test_sharded_evaluation_shares_add_up_to_the_whole_stream(kind):
+    """Each rank's share of the validation stream (under ``sharded_evaluation``) is disjoint from
+    the others' and together they count every next token once: their summed NLL is the whole's."""
+    if kind == "gpt":
+        task = tiny_gpt()
+    else:
+        task = T.LanguageModelTask(np.arange(500) % 30, np.arange(97) % 30, None, 30, bptt=5,
+                                   embed_dim=4, hidden_dim=4, dropout=0.0, eval_batch_size=4)  # fmt: skip
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    with torch.no_grad():
+        whole = task._nll_sums(model, task.val, None)
+        for world in (2, 3):
+            shares = [task._nll_sums(model, task.val, (r, world)) for r in range(world)]
+            assert sum(c for _, c in shares) == whole[1] > 0
+            assert sum(t for t, _ in shares) == pytest.approx(whole[0], rel=1e-6)
+
+
 @pytest.mark.parametrize("name", SEVEN)
 def test_each_optimizer_builds_on_the_decay_groups(name):
     task = tiny_gpt()

@@ -32,18 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memoptim.data import brown as brown_data
 from memoptim.experiments.models import GPT
 from memoptim.experiments.recipe import decay_groups
-from memoptim.experiments.tasks.base import Task, _all_reduce_sums, _generator, _subset_head, eval_shard
+from memoptim.experiments.tasks.base import _generator
+from memoptim.experiments.tasks.language import PerplexityTask, brown_streams
 
 
-class GPTLanguageModelTask(Task):
+class GPTLanguageModelTask(PerplexityTask):
     """Next-token prediction with :class:`~memoptim.experiments.models.GPT` (module docstring)."""
 
     name = "gpt-brown"
-    metric = "val_perplexity"
-    mode = "min"
     default_batch_size = 16
     default_schedule = "warmup-cosine"
     clip_grad_norm = 1.0
@@ -109,15 +107,10 @@ class GPTLanguageModelTask(Task):
     def batch_weight(self, batch: tuple[Tensor, Tensor]) -> int:
         return batch[1].numel()
 
-    @torch.no_grad()
-    def perplexity(self, model: nn.Module, stream: Tensor) -> tuple[float, float]:
-        """(mean next-token NLL, perplexity) of ``stream`` in eval mode, over consecutive blocks of
-        ``context`` predicted tokens (the last one shorter)."""
-        was_training = model.training
-        model.eval()
+    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
+        # Consecutive blocks of ``context`` predicted tokens, the last one shorter.
         t = self.context
         starts = torch.arange(0, max(len(stream) - 1, 0), t)
-        shard = eval_shard()
         if shard is not None:
             starts = starts.tensor_split(shard[1])[shard[0]]
         full = starts[starts + t + 1 <= len(stream)]
@@ -131,18 +124,7 @@ class GPTLanguageModelTask(Task):
             total += float(F.cross_entropy(logits.reshape(-1, self.vocab_size), seq[:, 1:].reshape(-1),
                                            reduction="sum"))
             count += seq[:, 1:].numel()
-        model.train(was_training)
-        if shard is not None:
-            total, count = _all_reduce_sums(total, count)
-        nll = total / max(count, 1)
-        return nll, math.exp(min(nll, 700.0))
-
-    def evaluate(self, model: nn.Module, unit: int, epochs: int) -> dict[str, Any]:
-        nll, ppl = self.perplexity(model, self.val)
-        out: dict[str, Any] = {"val_loss": nll, "val_perplexity": ppl}
-        if self.test is not None:
-            out["test_perplexity"] = self.perplexity(model, self.test)[1]
-        return out
+        return total, count
 
     def sharpness_closure(self, model: nn.Module) -> Callable[[], Tensor]:
         seq = self.train[: 16 * self.context + 1]
@@ -159,8 +141,6 @@ def gpt_brown_task(
     eval_subset: int | None = None,
     **model_kw: Any,
 ) -> GPTLanguageModelTask:
-    """``gpt-brown``: the streams and vocabulary of ``brown-lm`` (``subset`` keeps the first
-    ``subset`` training tokens, ``eval_subset`` the first validation and test tokens)."""
-    c = brown_data.load_brown(root, verify=verify)
-    s, e = _subset_head(len(c.train), subset), slice(None, eval_subset)
-    return GPTLanguageModelTask(c.train[s], c.val[e], c.test[e], len(c.vocab), **model_kw)
+    """``gpt-brown`` on the streams and vocabulary of ``brown-lm``
+    (:func:`memoptim.experiments.tasks.language.brown_streams`, same arguments)."""
+    return GPTLanguageModelTask(*brown_streams(root, subset, verify, eval_subset), **model_kw)

@@ -1,5 +1,6 @@
-"""Word-level language modelling: ``brown-lm`` (:class:`LanguageModelTask`, a 1-layer LSTM on the
-Brown corpus, validation perplexity).  Paper analogue: PTB (Table 2).
+"""Language modelling on the Brown corpus: what every such task shares (:class:`PerplexityTask`,
+:func:`brown_streams`) and ``brown-lm`` (:class:`LanguageModelTask`, a 1-layer LSTM, validation
+perplexity; paper analogue: PTB, Table 2).  The transformer on the same data is in :mod:`.gpt`.
 """
 
 from __future__ import annotations
@@ -27,14 +28,50 @@ def batchify(stream: np.ndarray | Tensor, batch_size: int) -> Tensor:
     return data[: n * batch_size].view(batch_size, n).t().contiguous()
 
 
-class LanguageModelTask(Task):
-    """Word-level language modelling with :class:`LSTMLanguageModel`, truncated BPTT (``bptt``
-    steps, hidden state carried across chunks within an epoch); metric ``val_perplexity``
-    (``exp`` of the mean per-token cross-entropy on the whole validation stream)."""
+class PerplexityTask(Task):
+    r"""A language-modelling task: metric ``val_perplexity``, :math:`\exp(\bar\ell)` with
+    :math:`\bar\ell` the mean next-token cross-entropy over the validation stream (and
+    ``test_perplexity`` where a test stream is held).  A subclass says how a stream is cut into
+    evaluation batches (:meth:`_nll_sums`); evaluation under :func:`.base.sharded_evaluation`
+    sums the ranks' shares."""
 
-    name = "brown-lm"
     metric = "val_perplexity"
     mode = "min"
+    vocab_size: int
+    val: Tensor | np.ndarray
+    test: Tensor | np.ndarray | None
+
+    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
+        """(summed next-token NLL, token count) of this rank's share of ``stream``, in eval mode."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def perplexity(self, model: nn.Module, stream: Any) -> tuple[float, float]:
+        """(mean next-token NLL, perplexity) of ``stream`` in eval mode."""
+        was_training = model.training
+        model.eval()
+        shard = eval_shard()
+        total, count = self._nll_sums(model, stream, shard)
+        model.train(was_training)
+        if shard is not None:
+            total, count = _all_reduce_sums(total, count)
+        nll = total / max(count, 1)
+        return nll, math.exp(min(nll, 700.0))
+
+    def evaluate(self, model: nn.Module, unit: int, epochs: int) -> dict[str, Any]:
+        nll, ppl = self.perplexity(model, self.val)
+        out: dict[str, Any] = {"val_loss": nll, "val_perplexity": ppl}
+        if self.test is not None:
+            out["test_perplexity"] = self.perplexity(model, self.test)[1]
+        return out
+
+
+class LanguageModelTask(PerplexityTask):
+    """Word-level language modelling with :class:`LSTMLanguageModel`, truncated BPTT (``bptt``
+    steps, hidden state carried across chunks within an epoch); the validation stream is read
+    whole, in ``eval_batch_size`` contiguous columns."""
+
+    name = "brown-lm"
     default_batch_size = 20
     clip_grad_norm = 1.0
 
@@ -89,13 +126,8 @@ class LanguageModelTask(Task):
     def batch_weight(self, batch: dict[str, Any]) -> int:
         return batch["y"].numel()
 
-    @torch.no_grad()
-    def perplexity(self, model: nn.Module, stream: np.ndarray | Tensor) -> tuple[float, float]:
-        """(mean per-token NLL, perplexity) of ``stream`` in eval mode."""
-        was_training = model.training
-        model.eval()
+    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
         data = batchify(stream, self.eval_batch_size)
-        shard = eval_shard()
         if shard is not None:
             data = data.tensor_split(shard[1], dim=1)[shard[0]]
         hidden = None
@@ -106,18 +138,7 @@ class LanguageModelTask(Task):
             y = data[i + 1 : i + 1 + n].reshape(-1)
             total += float(F.cross_entropy(logits.reshape(-1, self.vocab_size), y, reduction="sum"))
             count += y.numel()
-        model.train(was_training)
-        if shard is not None:
-            total, count = _all_reduce_sums(total, count)
-        nll = total / max(count, 1)
-        return nll, math.exp(min(nll, 700.0))
-
-    def evaluate(self, model: nn.Module, unit: int, epochs: int) -> dict[str, Any]:
-        nll, ppl = self.perplexity(model, self.val)
-        out: dict[str, Any] = {"val_loss": nll, "val_perplexity": ppl}
-        if self.test is not None:
-            out["test_perplexity"] = self.perplexity(model, self.test)[1]
-        return out
+        return total, count
 
     def sharpness_closure(self, model: nn.Module) -> Callable[[], Tensor]:
         data = batchify(self.train, 20)[: self.bptt + 1]
@@ -130,6 +151,20 @@ class LanguageModelTask(Task):
         return closure
 
 
+def brown_streams(
+    root: str | os.PathLike[str] | None = None,
+    subset: int | None = None,
+    verify: bool = True,
+    eval_subset: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(train, val, test, vocab_size)`` of the Brown corpus: vocabulary 10k (built on the full
+    training split), files split 80/10/10; ``subset`` keeps the first ``subset`` tokens of the
+    training stream, ``eval_subset`` the first tokens of the validation and test streams."""
+    c = brown_data.load_brown(root, verify=verify)
+    s, e = _subset_head(len(c.train), subset), slice(None, eval_subset)
+    return c.train[s], c.val[e], c.test[e], len(c.vocab)
+
+
 def brown_lm_task(
     root: str | os.PathLike[str] | None = None,
     subset: int | None = None,
@@ -137,9 +172,5 @@ def brown_lm_task(
     eval_subset: int | None = None,
     **model_kw: Any,
 ) -> LanguageModelTask:
-    """Brown corpus LM: vocabulary 10k (built on the full training split), files split 80/10/10;
-    ``subset`` keeps the first ``subset`` tokens of the training stream, ``eval_subset`` the
-    first tokens of the validation and test streams."""
-    c = brown_data.load_brown(root, verify=verify)
-    s, e = _subset_head(len(c.train), subset), slice(None, eval_subset)
-    return LanguageModelTask(c.train[s], c.val[e], c.test[e], len(c.vocab), **model_kw)
+    """``brown-lm`` on :func:`brown_streams` (same arguments)."""
+    return LanguageModelTask(*brown_streams(root, subset, verify, eval_subset), **model_kw)
