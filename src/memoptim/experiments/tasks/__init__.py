@@ -21,6 +21,8 @@ Tasks (``TASKS``):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from memoptim.experiments.tasks.base import Task, _generator, _subset_head, eval_shard, sharded_evaluation
 from memoptim.experiments.tasks.gpt import GPTLanguageModelTask, gpt_brown_task
@@ -34,6 +36,7 @@ from memoptim.experiments.tasks.language import LanguageModelTask, batchify, bro
 from memoptim.experiments.tasks.streams import StreamClassificationTask, stream_task
 
 __all__ = [
+    "BUILDERS",
     "TASKS",
     "ClassificationTask",
     "GPTLanguageModelTask",
@@ -54,7 +57,25 @@ __all__ = [
     "stream_task",
 ]  # fmt: skip
 
-TASKS = ("fashion-mnist", "brown-lm", "gpt-brown", "split-fashion-mnist", "permuted-fashion-mnist")
+def _stream_builder(kind: str) -> Callable[..., Task]:
+    def build(root: Any, subset: int | None, verify: bool, eval_subset: int | None = None) -> Task:
+        # Unset, the stream keeps its own default validation cap (all of a split task's).
+        return stream_task(kind, root, subset, verify,
+                           **({} if eval_subset is None else {"eval_subset": eval_subset}))  # fmt: skip
+
+    return build
+
+
+#: Task name -> its builder, called as ``builder(root, subset, verify, eval_subset=...)``: the one
+#: list of task names (``memoptim train --task``, ``sweep``, the report).
+BUILDERS: dict[str, Callable[..., Task]] = {
+    "fashion-mnist": fashion_mnist_task,
+    "brown-lm": brown_lm_task,
+    "gpt-brown": gpt_brown_task,
+    "split-fashion-mnist": _stream_builder("split"),
+    "permuted-fashion-mnist": _stream_builder("permuted"),
+}
+TASKS = tuple(BUILDERS)
 
 
 def build_task(
@@ -67,15 +88,6 @@ def build_task(
 ) -> Task:
     """Build a task by name (:data:`TASKS`); ``data_root`` is the dataset's own directory,
     ``subset`` / ``eval_subset`` cap the training / evaluation data (see the builders)."""
-    if name == "fashion-mnist":
-        return fashion_mnist_task(data_root, subset, verify, eval_subset=eval_subset)
-    if name == "brown-lm":
-        return brown_lm_task(data_root, subset, verify, eval_subset=eval_subset)
-    if name == "gpt-brown":
-        return gpt_brown_task(data_root, subset, verify, eval_subset=eval_subset)
-    if name in ("split-fashion-mnist", "permuted-fashion-mnist"):
-        kind = name.split("-", 1)[0]
-        if eval_subset is None:
-            return stream_task(kind, data_root, subset, verify)
-        return stream_task(kind, data_root, subset, verify, eval_subset=eval_subset)
-    raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return BUILDERS[name](data_root, subset, verify, eval_subset=eval_subset)
