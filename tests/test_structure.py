@@ -8,6 +8,7 @@ named; importing a submodule of a package is not an edge to the package's ``__in
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,18 @@ def test_modules_and_functions_stay_small(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} is {length} lines"
+
+
+def test_the_architecture_page_lays_out_the_package_as_it_is():
+    """docs/architecture.md's folder tree names every top-level module and package of memoptim,
+    of ``optim/`` and of ``experiments/``, and no file or folder that does not exist."""
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    tree = page.split("```")[1]
+    named = set(re.findall(r"([\w]+(?:\.py|/))", tree))
+    src = PACKAGE
+    existing = {p.name + ("/" if p.is_dir() else "") for p in src.rglob("*") if "__pycache__" not in p.parts}
+    assert not named - existing - {"src/", "memoptim/"}, sorted(named - existing)
+    for package in (src, src / "optim", src / "experiments"):
+        entries = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir()
+                   if (p.suffix == ".py" or (p / "__init__.py").is_file()) and not p.name.startswith("__")}
+        assert entries <= named, f"{package.relative_to(SRC)}: not on the page: {sorted(entries - named)}"
