@@ -3,12 +3,23 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from memoptim.experiments.buffer_report import buffer_dynamics_section, dynamics_rows, run_dynamics
+import pytest
+
+from memoptim.experiments.buffer_report import (
+    attach_dynamics,
+    buffer_dynamics_section,
+    dynamics_rows,
+    group_dynamics,
+    run_dynamics,
+)
+
+NORM = {"resolved": {"optimizer_hyperparameters": {"policy": "norm", "decay": 0.7}}}
 
 
 @dataclass
 class _Run:
     history: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=lambda: NORM)
 
 
 @dataclass
@@ -38,3 +49,15 @@ def test_rows_average_the_seeds_that_recorded_it_and_say_how_many():
 def test_the_section_says_when_nothing_was_recorded():
     text = "\n".join(buffer_dynamics_section({"brown-lm": {"adam": _Group([_Run([{"epoch": 1}])])}}))
     assert "Not recorded yet" in text and "|" not in text
+
+
+def test_verdict_rows_carry_both_sides_dynamics_with_policy_and_decay():
+    cm = _Group([_Run([_dyn(1.0, 0.8, 2.0)]), _Run([_dyn(1.0, 0.9, 2.2)]), _Run([{"epoch": 1}])])
+    d = group_dynamics(cm)
+    assert d["policy"] == "norm" and d["decay"] == 0.7 and (d["seeds"], d["runs"]) == (2, 3)
+    assert d["buffer_oldest_share"] == pytest.approx(0.85) and d["buffer_mean_age"] == pytest.approx(2.1)
+    rows = [{"task": "brown-lm", "optimizer": "adam+cm", "baseline": "adam"},
+            {"task": "brown-lm", "optimizer": "adam+cm-fifo", "baseline": "adam+cm"}]
+    attach_dynamics(rows, {"brown-lm": {"adam+cm": cm, "adam": _Group([_Run([{"epoch": 1}])])}})
+    assert rows[0]["buffer"] == d and rows[0]["baseline_buffer"] is None
+    assert rows[1]["buffer"] is None and rows[1]["baseline_buffer"] == d  # adam+cm-fifo has no runs

@@ -108,3 +108,34 @@ def test_replace_section_needs_the_markers():
     assert F.replace_section(f"a\n{F.START}\nold\n{F.END}\nb", "NEW") == "a\nNEW\nb"
     with pytest.raises(ValueError, match="markers"):
         F.replace_section("no markers", "NEW")
+
+
+def _buffer(replaced: float, oldest: float, age: float, decay: float = 0.7, policy: str = "norm") -> dict:
+    return {"policy": policy, "decay": decay, "seeds": 5, "runs": 5, "buffer_replacement_rate": replaced,
+            "buffer_oldest_share": oldest, "buffer_mean_age": age, "buffer_fifo_age": 2.0}
+
+
+def test_buffer_dynamics_table_and_the_priority_or_recency_answer():
+    family = _row("brown-lm", "adam+sam+cm", "adam", 1.0, "behind", mode="min")
+    family["buffer"] = _buffer(1.0, 1.0, 2.0)
+    slow = _row("brown-lm", "adam+cm-decay0.99", "adam+cm", 0.5, "level", mode="min")
+    slow["buffer"] = _buffer(0.58, 0.29, 9.46, decay=0.99)
+    fm = _row("fashion-mnist", "adam+cg", "adam", -0.5, "behind")
+    fm["buffer"], fm["baseline_buffer"] = _buffer(1.0, 0.81, 2.05), None
+    nomem = _row("brown-lm", "adam+cm", "adam+cm-nomem", 4.2, "behind", mode="min")
+    rows = [family, slow, fm, nomem]
+    text = "\n\n".join(F.buffer_answer(rows))
+    assert "| Brown LM | 0.7 | Adam+SAM+CM | 100% | 100% | 2.00 (2.00) |" in text
+    assert "| Brown LM | 0.99 | Adam+CM, decay 0.99 | 58% | 29% | 9.46 (2.00) |" in text
+    assert "| Fashion-MNIST | 0.7 | Adam+CG | 100% | 81% | 2.05 (2.00) |" in text
+    assert "Key decay 0.99 against the paper's 0.7, each tuned: Brown LM +0.50 [+0.30, +0.70] **level**" in text
+    assert "hardly selects" not in text  # no FIFO contrast yet: no conclusion
+    fifo = _row("brown-lm", "adam+cm", "adam+cm-fifo", 0.1, "level", mode="min")
+    text = "\n\n".join(F.buffer_answer([*rows, fifo]))
+    assert "priority hardly selects" in text
+    assert "against v from m alone (no buffer) it is behind on Brown LM" in text
+    assert "hardly selects" not in "".join(F.buffer_answer([*rows, {**fifo, "verdict": "pending"}]))
+    fm["buffer"] = _buffer(1.0, 0.5, 3.0)  # a buffer that is not window-like: no such conclusion
+    assert "hardly selects" not in "".join(F.buffer_answer([*rows, fifo]))
+    assert "matters" in "".join(F.buffer_answer([*rows, {**fifo, "verdict": "ahead", "diff": -1.0}]))
+    assert F.buffer_answer([_row("brown-lm", "adam+cm", "adam", 1.0, "behind")]) == []

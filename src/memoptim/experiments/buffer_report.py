@@ -26,6 +26,7 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 class _Run(Protocol):
     history: list[dict[str, Any]]
+    summary: dict[str, Any]
 
 
 class _Group(Protocol):
@@ -40,19 +41,43 @@ def run_dynamics(run: _Run) -> dict[str, float] | None:
     return {key: float(last[key]) for key, _, _ in COLUMNS if last.get(key) is not None}
 
 
+def group_dynamics(group: _Group) -> dict[str, Any] | None:
+    """A configuration's buffer dynamics: each :data:`COLUMNS` key's mean over the seeds that
+    recorded it, with ``seeds`` (how many did), ``runs``, and the buffer's ``policy`` and key
+    ``decay``; ``None`` when no seed recorded them."""
+    recorded = [d for d in map(run_dynamics, group.runs) if d is not None]
+    if not recorded:
+        return None
+    hp = group.runs[0].summary.get("resolved", {}).get("optimizer_hyperparameters", {})
+    out: dict[str, Any] = {"policy": hp.get("policy"), "decay": hp.get("decay"), "seeds": len(recorded),
+                           "runs": len(group.runs)}
+    for key, _, _ in COLUMNS:
+        vals = [d[key] for d in recorded if key in d]
+        if vals:
+            out[key] = statistics.fmean(vals)
+    return out
+
+
+def attach_dynamics(rows: Sequence[dict[str, Any]], best: Mapping[str, Mapping[str, _Group]]) -> None:
+    """Give each verdict row the buffer dynamics (:func:`group_dynamics`) of its optimizer's and
+    its baseline's best configurations, as ``buffer`` and ``baseline_buffer`` (``None`` where not
+    recorded): ``verdicts.json`` then carries what the findings say of the buffer."""
+    for row in rows:
+        for field, opt in (("buffer", row["optimizer"]), ("baseline_buffer", row["baseline"])):
+            group = best.get(row["task"], {}).get(opt)
+            row[field] = None if group is None else group_dynamics(group)
+
+
 def dynamics_rows(best: Mapping[str, Mapping[str, _Group]]) -> list[list[str]]:
     """One row per (task, optimizer) whose best configuration has runs with the dynamics."""
     rows = []
     for task in sorted(best):
         for opt, group in best[task].items():
-            recorded = [d for d in map(run_dynamics, group.runs) if d is not None]
-            if not recorded:
+            d = group_dynamics(group)
+            if d is None:
                 continue
-            cells = []
-            for key, _, digits in COLUMNS:
-                vals = [d[key] for d in recorded if key in d]
-                cells.append(f"{statistics.fmean(vals):.{digits}f}" if vals else "-")
-            rows.append([task, LABELS.get(opt, opt), f"{len(recorded)}/{len(group.runs)}", *cells])
+            cells = [f"{d[key]:.{digits}f}" if key in d else "-" for key, _, digits in COLUMNS]
+            rows.append([task, LABELS.get(opt, opt), f"{d['seeds']}/{d['runs']}", *cells])
     return rows
 
 

@@ -177,6 +177,83 @@ def mechanism(rows: Sequence[Row]) -> list[str]:
     return md
 
 
+#: Share of replacements evicting the oldest entry above which a buffer counts as window-like.
+WINDOW_LIKE = 0.8
+
+
+def buffers(rows: Sequence[Row]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """``(task, optimizer) -> buffer dynamics`` of every best configuration the rows carry
+    (``buffer`` / ``baseline_buffer`` of ``verdicts.json``), where recorded."""
+    out: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in rows:
+        for opt, d in ((r["optimizer"], r.get("buffer")), (r["baseline"], r.get("baseline_buffer"))):
+            if d and "buffer_oldest_share" in d:
+                out[(r["task"], opt)] = d
+    return out
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+def dynamics_table(found: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
+    """Per task and key decay, how the norm-priority buffers behaved (ranges over optimizers)."""
+    lines = []
+    for task in sorted({t for t, _ in found}):
+        for decay in sorted({d.get("decay") for d in found.values() if d.get("decay") is not None}):
+            ds = {o: d for (t, o), d in found.items() if t == task and d.get("policy") == "norm"
+                  and d.get("decay") == decay}
+            if ds:
+                v = list(ds.values())
+                lines.append(
+                    f"| {_title(task)} | {decay:g} | {', '.join(sorted(map(_name, ds)))} | "
+                    f"{_span([100 * d['buffer_replacement_rate'] for d in v], '.0f')}% | "
+                    f"{_span([100 * d['buffer_oldest_share'] for d in v], '.0f')}% | "
+                    f"{_span([d['buffer_mean_age'] for d in v], '.2f')} "
+                    f"({_span([d['buffer_fifo_age'] for d in v], '.2f')}) |")
+    if not lines:
+        return []
+    return ["| task | key decay λ | optimizers (norm priority) | replaced on full-buffer steps | "
+            "replacements evicting the oldest | mean entry age (a FIFO window's) |",
+            "|---|---|---|---|---|---|", *lines]
+
+
+def buffer_answer(rows: Sequence[Row]) -> list[str]:
+    """How the buffer behaved at the paper's key decay and at 0.99, and what that, with the FIFO
+    contrasts, says of Adam+CM: a priority memory, or a smoothed "v from m" rule."""
+    found = buffers(rows)
+    table = dynamics_table(found)
+    if not table:
+        return []
+    md = ["**How the buffer behaves** (each optimizer's best configuration, mean over its seeds; a FIFO "
+          "window replaces on every step, always its oldest entry):\n\n" + "\n".join(table)]
+    slow = [r for r in rows if r["optimizer"] == "adam+cm-decay0.99" and r["baseline"] == "adam+cm"
+            and r["verdict"] in FINAL]
+    if slow:
+        md.append("Key decay 0.99 against the paper's 0.7, each tuned: "
+                  + "; ".join(f"{_title(r['task'])} {_diff(r)}" for r in slow) + ".")
+    fifo = [r for r in rows if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-fifo"]
+    window = [d["buffer_oldest_share"] >= WINDOW_LIKE for d in found.values()
+              if d.get("policy") == "norm" and d.get("decay") == 0.7]
+    if not fifo or any(r["verdict"] not in FINAL for r in fifo) or not window:
+        return md
+    if all(r["verdict"] == "level" for r in fifo) and all(window):
+        nomem: dict[str, list[str]] = {}
+        for r in rows:
+            if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-nomem" and r["verdict"] in FINAL:
+                nomem.setdefault(r["verdict"], []).append(_title(r["task"]))
+        against = "; ".join(f"{w} on {_join(ts)}" for w, ts in nomem.items())
+        md.append("**So at the paper's settings the priority hardly selects:** the buffer is close to a window "
+                  "of the last C momenta, and a FIFO window does as well as the gradient-norm key. There, "
+                  "Adam+CM is a smoothed \"v from m\" rule: the momentum plus the mean of its recent values"
+                  + (f"; against v from m alone (no buffer) it is {against}" if against else "") + ".")
+    elif any(r["verdict"] == "ahead" for r in fifo):
+        md.append("**The priority matters where Adam+CM is ahead of the FIFO window**, although the buffer "
+                  "mostly evicts its oldest entry.")
+    return md
+
+
 def priority(rows: Sequence[Row]) -> str:
     """The answer on gradient-norm priority against recency and chance, from those contrasts."""
     head = "**Does the gradient-norm priority matter?**"
@@ -243,6 +320,7 @@ def render(rows: Sequence[Row], toy: Mapping[str, Any] | None, root: str = "",
         md += ["## What the mechanism contrasts show", "",
                "First named − second named, each at its own tuned lr, with the 95% CI:", "", *mech, ""]
     md += [priority(rows), ""]
+    md += [line for paragraph in buffer_answer(rows) for line in (paragraph, "")]
     toy_md = toy_lines(toy)
     if toy_md:
         md += [*toy_md[:-1], toy_md[-1] + f" ([toy report]({root}results/toy/report.md))", ""]
@@ -282,6 +360,6 @@ def write_findings(verdicts: str | os.PathLike[str], readme: str | os.PathLike[s
     return [readme, docs]
 
 
-__all__ = ["COMMAND", "END", "START", "answer", "best_variant", "docs_page", "headline_table", "load",
-           "lr_advice", "mechanism", "priority", "readme_section", "render", "replace_section", "toy_lines",
-           "write_findings"]
+__all__ = ["COMMAND", "END", "START", "answer", "best_variant", "buffer_answer", "buffers", "docs_page",
+           "headline_table", "load", "lr_advice", "mechanism", "priority", "readme_section", "render",
+           "replace_section", "toy_lines", "write_findings"]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memoptim.experiments import paper
-from memoptim.experiments.buffer_report import buffer_dynamics_section
+from memoptim.experiments.buffer_report import attach_dynamics, buffer_dynamics_section
 from memoptim.experiments.protocol import format_lr
 from memoptim.experiments.sweep import ADAM_FAMILY, SGD_FAMILY, hp_slug
 from memoptim.experiments.train import read_metrics
@@ -309,6 +309,7 @@ def build_report(
     for (task, opt), gs in grouped.items():
         best[task][opt] = best_group(gs)
     rows = verdict_rows(runs)
+    attach_dynamics(rows, best)
     write_verdicts(rows, out / "verdicts.json")
 
     md: list[str] = ["# memoptim real-data benchmarks (CPU-scale analogue of the paper's section 5)", "",
