@@ -110,32 +110,69 @@ def test_replace_section_needs_the_markers():
         F.replace_section("no markers", "NEW")
 
 
-def _buffer(replaced: float, oldest: float, age: float, decay: float = 0.7, policy: str = "norm") -> dict:
-    return {"policy": policy, "decay": decay, "seeds": 5, "runs": 5, "buffer_replacement_rate": replaced,
+
+def _buffer(replaced: float, oldest: float, age: float, decay: float = 0.7, policy: str = "norm",
+            seeds: int = 5) -> dict:
+    return {"policy": policy, "decay": decay, "seeds": seeds, "runs": 5, "buffer_replacement_rate": replaced,
             "buffer_oldest_share": oldest, "buffer_mean_age": age, "buffer_fifo_age": 2.0}
 
 
-def test_buffer_dynamics_table_and_the_priority_or_recency_answer():
-    family = _row("brown-lm", "adam+sam+cm", "adam", 1.0, "behind", mode="min")
-    family["buffer"] = _buffer(1.0, 1.0, 2.0)
+def _study() -> list[dict]:
+    """Brown LM: Adam+CM's own runs predate the diagnostic; Adam+SAM+CM's window-like buffer."""
+    sam = _row("brown-lm", "adam+sam+cm", "adam", 1.0, "behind", mode="min")
+    sam["buffer"] = _buffer(1.0, 1.0, 2.0)
+    cg = _row("brown-lm", "adam+cg", "adam", 2.0, "behind", mode="min")
+    cg["buffer"] = _buffer(1.0, 1.0, 2.0, seeds=2)
     slow = _row("brown-lm", "adam+cm-decay0.99", "adam+cm", 0.5, "level", mode="min")
     slow["buffer"] = _buffer(0.58, 0.29, 9.46, decay=0.99)
-    fm = _row("fashion-mnist", "adam+cg", "adam", -0.5, "behind")
-    fm["buffer"], fm["baseline_buffer"] = _buffer(1.0, 0.81, 2.05), None
+    untuned = _row("fashion-mnist", "adam+cm-authors", "adam", None, "not tuned")
+    untuned["buffer"] = _buffer(1.0, 0.81, 2.05)
+    cm = _row("brown-lm", "adam+cm", "adam", 1.8, "behind", mode="min")
+    cm["buffer"] = None
     nomem = _row("brown-lm", "adam+cm", "adam+cm-nomem", 4.2, "behind", mode="min")
-    rows = [family, slow, fm, nomem]
+    return [sam, cg, slow, untuned, cm, nomem]
+
+
+def test_buffer_dynamics_table_shows_tuned_configurations_only():
+    rows = _study()
     text = "\n\n".join(F.buffer_answer(rows))
-    assert "| Brown LM | 0.7 | Adam+SAM+CM | 100% | 100% | 2.00 (2.00) |" in text
-    assert "| Brown LM | 0.99 | Adam+CM, decay 0.99 | 58% | 29% | 9.46 (2.00) |" in text
-    assert "| Fashion-MNIST | 0.7 | Adam+CG | 100% | 81% | 2.05 (2.00) |" in text
+    assert "| Brown LM | momenta | 0.7 | Adam+SAM+CM | 5 of 5 | 100% | 100% | 2.00 (2.00) |" in text
+    assert "| Brown LM | gradients | 0.7 | Adam+CG | 2 of 5 | 100% | 100% | 2.00 (2.00) |" in text
+    assert "| Brown LM | momenta | 0.99 | Adam+CM, decay 0.99 | 5 of 5 | 58% | 29% | 9.46 (2.00) |" in text
+    assert "Fashion-MNIST" not in text  # a configuration without a final verdict is not shown
+    assert "Adam+CM's own tuned runs on Brown LM predate this diagnostic" in text
     assert "Key decay 0.99 against the paper's 0.7, each tuned: Brown LM +0.50 [+0.30, +0.70] **level**" in text
-    assert "hardly selects" not in text  # no FIFO contrast yet: no conclusion
-    fifo = _row("brown-lm", "adam+cm", "adam+cm-fifo", 0.1, "level", mode="min")
-    text = "\n\n".join(F.buffer_answer([*rows, fifo]))
-    assert "priority hardly selects" in text
-    assert "against v from m alone (no buffer) it is behind on Brown LM" in text
-    assert "hardly selects" not in "".join(F.buffer_answer([*rows, {**fifo, "verdict": "pending"}]))
-    fm["buffer"] = _buffer(1.0, 0.5, 3.0)  # a buffer that is not window-like: no such conclusion
-    assert "hardly selects" not in "".join(F.buffer_answer([*rows, fifo]))
-    assert "matters" in "".join(F.buffer_answer([*rows, {**fifo, "verdict": "ahead", "diff": -1.0}]))
+    assert "FIFO" not in text.split("|")[-1]  # no FIFO contrast yet: no answer on recency
+    partial = _row("brown-lm", "adam+cm-random", "adam", 1.0, "behind", mode="min")
+    partial["buffer"] = {"policy": "random", "decay": 0.7, "buffer_oldest_share": 0.2}  # keys missing
+    assert F.buffers([*rows, partial]) == F.buffers(rows)
     assert F.buffer_answer([_row("brown-lm", "adam+cm", "adam", 1.0, "behind")]) == []
+
+
+def test_the_recency_answer_follows_the_fifo_verdicts_and_the_momentum_buffers():
+    rows = _study()
+    fifo = _row("brown-lm", "adam+cm", "adam+cm-fifo", 0.1, "level", mode="min")
+    text = F.recency_answer([*rows, fifo], F.buffers([*rows, fifo]))
+    assert text.startswith("**So at the paper's settings the priority hardly selects.** On Brown LM")
+    assert "(Adam+SAM+CM)" in text and "against v from m alone (no buffer) it is behind on Brown LM" in text
+    assert F.recency_answer([*rows, {**fifo, "verdict": "pending"}], F.buffers(rows)) is None
+    # only a gradient buffer measured: no claim about the momentum buffer
+    no_cm = [r for r in rows if r["optimizer"] != "adam+sam+cm"]
+    text = F.recency_answer([*no_cm, fifo], F.buffers(no_cm))
+    assert text == "On Brown LM a FIFO window does as well as the gradient-norm key."
+    ahead = {**fifo, "verdict": "ahead", "diff": -1.0}
+    assert "although its momentum buffers mostly evict" in F.recency_answer([*rows, ahead], F.buffers(rows))
+    rows[0]["buffer"] = _buffer(1.0, 0.5, 3.0)  # not window-like
+    assert not F.window_like(rows[0]["buffer"]) and F.window_like(_buffer(1.0, 0.8, 2.4))
+    text = F.recency_answer([*rows, ahead], F.buffers(rows))
+    assert text.startswith("**The priority matters on Brown LM:**") and "although" not in text
+    assert "hardly selects" not in F.recency_answer([*rows, fifo], F.buffers(rows))
+    behind = {**fifo, "verdict": "behind", "diff": 1.0}
+    text = F.recency_answer([*rows, behind], F.buffers(rows))
+    assert text.startswith("**Ranking by gradient norm costs on Brown LM:**")
+
+
+def test_only_tuned_adam_cm_runs_are_said_to_predate_the_diagnostic():
+    rows = [*_study(), _row("gpt-brown", "adam+cm", "adamw", None, "not tuned", mode="min")]
+    text = F.buffer_answer(rows)[0]
+    assert "tuned runs on Brown LM predate" in text and "GPT" not in text

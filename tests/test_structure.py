@@ -109,16 +109,40 @@ def test_modules_and_functions_stay_small(path):
             assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} is {length} lines"
 
 
+def _architecture_tree() -> list[tuple[Path, str]]:
+    """docs/architecture.md's folder tree as ``(folder, name)`` pairs: each file or folder the tree
+    names, with the folder it is named under.  A line that starts with a folder (``tasks/``) opens
+    it for the names of its description and of its continuation lines; a line that starts with
+    files lists files of the enclosing folder."""
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    tree = next(block for block in page.split("```")[1::2] if block.lstrip().startswith("src/memoptim/"))
+    stack: list[tuple[int, Path]] = [(-1, SRC.parent)]
+    context, named = SRC.parent, []
+    for line in tree.strip("\n").splitlines():
+        indent = len(line) - len(line.lstrip())
+        first = line.split()[0]
+        names = re.findall(r"(?<![\w./`:])(\w+\.py|[\w/]+/)(?![\w.])", line)
+        if re.fullmatch(r"[\w/]+/|\w+\.py,?", first):  # an entry, not a continuation line
+            while stack[-1][0] >= indent:
+                stack.pop()
+            parent = stack[-1][1]
+            context = parent / first.rstrip("/") if first.endswith("/") else parent
+            if first.endswith("/"):
+                stack.append((indent, context))
+                named.append((parent, first))
+                names = names[1:]
+        named += [(context, n) for n in names]
+    return named
+
+
 def test_the_architecture_page_lays_out_the_package_as_it_is():
     """docs/architecture.md's folder tree names every top-level module and package of memoptim,
-    of ``optim/`` and of ``experiments/``, and no file or folder that does not exist."""
-    page = (SRC.parent / "docs" / "architecture.md").read_text()
-    tree = page.split("```")[1]
-    named = set(re.findall(r"([\w]+(?:\.py|/))", tree))
-    src = PACKAGE
-    existing = {p.name + ("/" if p.is_dir() else "") for p in src.rglob("*") if "__pycache__" not in p.parts}
-    assert not named - existing - {"src/", "memoptim/"}, sorted(named - existing)
-    for package in (src, src / "optim", src / "experiments"):
+    of ``optim/`` and of ``experiments/``, each in its own folder, and nothing that is not there."""
+    named = _architecture_tree()
+    wrong = [f"{n} (under {d.relative_to(SRC.parent)})" for d, n in named if not (d / n.rstrip("/")).exists()]
+    assert not wrong, f"the architecture page names what is not there: {wrong}"
+    for package in (PACKAGE, PACKAGE / "optim", PACKAGE / "experiments"):
         entries = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir()
                    if (p.suffix == ".py" or (p / "__init__.py").is_file()) and not p.name.startswith("__")}
-        assert entries <= named, f"{package.relative_to(SRC)}: not on the page: {sorted(entries - named)}"
+        listed = {n for d, n in named if d == package}
+        assert entries <= listed, f"{package.relative_to(SRC)}: not on the page: {sorted(entries - listed)}"

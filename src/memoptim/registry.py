@@ -18,6 +18,7 @@ import torch
 from torch.optim import Optimizer
 
 from memoptim.optim import SAM, SGDCG, SGDCM, AdamCG, AdamCM, AdaMomentum, Lion, LionCG, LionCM
+from memoptim.optim.memory import NONE
 
 
 def _preset(cls: type[Optimizer], **preset: Any) -> Callable[..., Optimizer]:
@@ -156,3 +157,14 @@ def create_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -
             f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}"
         )
     return OPTIMIZERS[key](params, **hyperparameters)
+
+
+def memory_mode(name: str) -> str:
+    """What the buffer of registry optimizer ``name`` keeps: :data:`memoptim.optim.memory.NONE`,
+    ``CRITICAL_GRADIENTS`` or ``CRITICAL_MOMENTA``, read from an instance (a SAM optimizer's
+    from its base); ``NONE`` for a name the registry does not know."""
+    if name not in OPTIMIZERS:
+        return NONE
+    opt = OPTIMIZERS[name]([torch.zeros(1, requires_grad=True)])
+    return getattr(getattr(opt, "base_optimizer", opt), "memory_mode", NONE)
+

@@ -23,13 +23,16 @@ from typing import Any
 from memoptim.experiments import paper
 from memoptim.experiments.protocol import format_lr
 from memoptim.experiments.verdicts import CONTRASTS, TASK_TITLES, baseline_of, metric_title, verdict_cell
-from memoptim.registry import LABELS
+from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA
+from memoptim.registry import LABELS, memory_mode
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"
 COMMAND = "memoptim report --runs results/benchmarks/study --out results/benchmarks --findings"
 FINAL = ("ahead", "level", "behind")
 Row = Mapping[str, Any]
+#: ``(task, optimizer) -> buffer dynamics`` (:func:`buffers`).
+Found = Mapping[tuple[str, str], Mapping[str, Any]]
 
 
 def _name(o: str) -> str:
@@ -177,19 +180,32 @@ def mechanism(rows: Sequence[Row]) -> list[str]:
     return md
 
 
-#: Share of replacements evicting the oldest entry above which a buffer counts as window-like.
-WINDOW_LIKE = 0.8
+#: The buffer-dynamics keys the findings read (:data:`memoptim.experiments.buffer_report.COLUMNS`).
+DYNAMICS = ("buffer_replacement_rate", "buffer_oldest_share", "buffer_mean_age", "buffer_fifo_age")
+#: A buffer is window-like when it replaced an entry on at least this share of its full steps, at
+#: least :data:`WINDOW_OLDEST` of the replacements evicted the oldest entry, and its mean entry
+#: age is within :data:`WINDOW_AGE` steps of a FIFO window's.
+WINDOW_REPLACED, WINDOW_OLDEST, WINDOW_AGE = 0.95, 0.8, 0.5
 
 
-def buffers(rows: Sequence[Row]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """``(task, optimizer) -> buffer dynamics`` of every best configuration the rows carry
-    (``buffer`` / ``baseline_buffer`` of ``verdicts.json``), where recorded."""
+def buffers(rows: Sequence[Row]) -> Found:
+    """``(task, optimizer) -> buffer dynamics`` of the tuned configurations (both sides of a row
+    with a final verdict: tuned, 5 seeds) whose runs recorded them (``buffer`` /
+    ``baseline_buffer`` of ``verdicts.json``)."""
     out: dict[tuple[str, str], Mapping[str, Any]] = {}
     for r in rows:
+        if r["verdict"] not in FINAL:
+            continue
         for opt, d in ((r["optimizer"], r.get("buffer")), (r["baseline"], r.get("baseline_buffer"))):
-            if d and "buffer_oldest_share" in d:
+            if d and all(k in d for k in DYNAMICS):
                 out[(r["task"], opt)] = d
     return out
+
+
+def window_like(d: Mapping[str, Any]) -> bool:
+    """Whether a buffer behaved as a FIFO window would (:data:`WINDOW_REPLACED` and below)."""
+    return (d["buffer_replacement_rate"] >= WINDOW_REPLACED and d["buffer_oldest_share"] >= WINDOW_OLDEST
+            and abs(d["buffer_mean_age"] - d["buffer_fifo_age"]) <= WINDOW_AGE)
 
 
 def _span(values: Sequence[float], fmt: str) -> str:
@@ -197,60 +213,104 @@ def _span(values: Sequence[float], fmt: str) -> str:
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
-def dynamics_table(found: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
-    """Per task and key decay, how the norm-priority buffers behaved (ranges over optimizers)."""
+def _keeps(optimizer: str) -> str:
+    return {CRITICAL_MOMENTA: "momenta", CRITICAL_GRADIENTS: "gradients"}.get(memory_mode(optimizer), "-")
+
+
+def dynamics_table(found: Found) -> list[str]:
+    """Per task, what the buffer keeps and key decay: how the norm-priority buffers behaved (ranges
+    over the optimizers named)."""
+    groups: dict[tuple[str, str, float], dict[str, Mapping[str, Any]]] = {}
+    for (task, opt), d in sorted(found.items()):
+        if d.get("policy") == "norm" and d.get("decay") is not None:
+            groups.setdefault((task, _keeps(opt), d["decay"]), {})[opt] = d
     lines = []
-    for task in sorted({t for t, _ in found}):
-        for decay in sorted({d.get("decay") for d in found.values() if d.get("decay") is not None}):
-            ds = {o: d for (t, o), d in found.items() if t == task and d.get("policy") == "norm"
-                  and d.get("decay") == decay}
-            if ds:
-                v = list(ds.values())
-                lines.append(
-                    f"| {_title(task)} | {decay:g} | {', '.join(sorted(map(_name, ds)))} | "
-                    f"{_span([100 * d['buffer_replacement_rate'] for d in v], '.0f')}% | "
-                    f"{_span([100 * d['buffer_oldest_share'] for d in v], '.0f')}% | "
-                    f"{_span([d['buffer_mean_age'] for d in v], '.2f')} "
-                    f"({_span([d['buffer_fifo_age'] for d in v], '.2f')}) |")
+    for (task, keeps, decay), ds in sorted(groups.items()):
+        v = list(ds.values())
+        lines.append(
+            f"| {_title(task)} | {keeps} | {decay:g} | {', '.join(sorted(map(_name, ds)))} | "
+            f"{sum(d['seeds'] for d in v)} of {sum(d['runs'] for d in v)} | "
+            f"{_span([100 * d['buffer_replacement_rate'] for d in v], '.0f')}% | "
+            f"{_span([100 * d['buffer_oldest_share'] for d in v], '.0f')}% | "
+            f"{_span([d['buffer_mean_age'] for d in v], '.2f')} "
+            f"({_span([d['buffer_fifo_age'] for d in v], '.2f')}) |")
     if not lines:
         return []
-    return ["| task | key decay λ | optimizers (norm priority) | replaced on full-buffer steps | "
-            "replacements evicting the oldest | mean entry age (a FIFO window's) |",
-            "|---|---|---|---|---|---|", *lines]
+    return ["| task | the buffer keeps | key decay λ | optimizers (norm priority) | seeds recorded | replaced "
+            "on full-buffer steps | replacements evicting the oldest | mean entry age (a FIFO window's) |",
+            "|---|---|---|---|---|---|---|---|", *lines]
+
+
+def _paper_buffers(found: Found, task: str) -> dict[str, Mapping[str, Any]]:
+    """The momentum buffers of ``task`` at the paper's settings (norm priority, λ = 0.7): Adam+CM's
+    own where recorded, else those of the other optimizers with such a buffer."""
+    ds = {o: d for (t, o), d in found.items() if t == task and d.get("policy") == "norm"
+          and d.get("decay") == 0.7 and _keeps(o) == "momenta"}
+    return {"adam+cm": ds["adam+cm"]} if "adam+cm" in ds else ds
+
+
+def recency_answer(rows: Sequence[Row], found: Found) -> str | None:
+    """What the final FIFO contrasts, with the momentum buffers' dynamics on the same tasks, say of
+    Adam+CM at the paper's settings: a priority memory, or a smoothed "v from m" rule."""
+    fifo = {r["task"]: r for r in rows if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-fifo"
+            and r["verdict"] in FINAL}
+    if not fifo:
+        return None
+    window = {t: bool(_paper_buffers(found, t)) and all(map(window_like, _paper_buffers(found, t).values()))
+              for t in fifo}
+    by_word: dict[str, list[str]] = {}
+    for t, r in sorted(fifo.items()):
+        by_word.setdefault(r["verdict"], []).append(t)
+    names = {w: _join([_title(t) for t in ts]) for w, ts in by_word.items()}
+    if set(by_word) == {"level"} and all(window.values()):
+        measured = sorted({_name(o) for t in fifo for o in _paper_buffers(found, t)})
+        nomem = {}
+        for r in rows:
+            if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-nomem" and r["verdict"] in FINAL:
+                nomem.setdefault(r["verdict"], []).append(_title(r["task"]))
+        against = "; ".join(f"{w} on {_join(ts)}" for w, ts in nomem.items())
+        return ("**So at the paper's settings the priority hardly selects.** "
+                f"On {names['level']} a FIFO window does as well as the gradient-norm key, and the momentum "
+                "buffers measured there at λ = 0.7 "
+                f"({_join(measured)}) behave as a window of the last C momenta. There, Adam+CM is a smoothed "
+                "\"v from m\" rule: the momentum plus the mean of its recent values"
+                + (f"; against v from m alone (no buffer) it is {against}" if against else "") + ".")
+    parts = []
+    if "ahead" in by_word:
+        mostly = all(window[t] for t in by_word["ahead"])
+        although = ", although its momentum buffers mostly evict their oldest entry" if mostly else ""
+        parts.append(f"**The priority matters on {names['ahead']}:** Adam+CM is ahead of the FIFO window "
+                     f"there{although}.")
+    if "behind" in by_word:
+        parts.append(f"**Ranking by gradient norm costs on {names['behind']}:** Adam+CM is behind the FIFO "
+                     "window there.")
+    if "level" in by_word:
+        parts.append(f"On {names['level']} a FIFO window does as well as the gradient-norm key.")
+    return " ".join(parts)
 
 
 def buffer_answer(rows: Sequence[Row]) -> list[str]:
-    """How the buffer behaved at the paper's key decay and at 0.99, and what that, with the FIFO
-    contrasts, says of Adam+CM: a priority memory, or a smoothed "v from m" rule."""
+    """How the buffers of the tuned configurations behaved (a table), key decay 0.99 against
+    0.7, and :func:`recency_answer`; empty while no tuned configuration recorded its dynamics."""
     found = buffers(rows)
     table = dynamics_table(found)
     if not table:
         return []
-    md = ["**How the buffer behaves** (each optimizer's best configuration, mean over its seeds; a FIFO "
-          "window replaces on every step, always its oldest entry):\n\n" + "\n".join(table)]
+    md = ["**How the buffer behaves** (the tuned configurations whose runs recorded it, mean over those "
+          "seeds; a FIFO window replaces on every step, always its oldest entry):\n\n" + "\n".join(table)]
+    missing = [_title(t) for t in _tasks(rows) if (t, "adam+cm") not in found
+               and (_find(rows, t, "adam+cm", baseline_of("adam+cm", t)) or {}).get("verdict") in FINAL]
+    if missing:
+        md[0] += (f"\n\nAdam+CM's own tuned runs on {_join(missing)} predate this diagnostic; the table shows "
+                  "the other optimizers' buffers where their runs recorded them.")
     slow = [r for r in rows if r["optimizer"] == "adam+cm-decay0.99" and r["baseline"] == "adam+cm"
             and r["verdict"] in FINAL]
     if slow:
         md.append("Key decay 0.99 against the paper's 0.7, each tuned: "
                   + "; ".join(f"{_title(r['task'])} {_diff(r)}" for r in slow) + ".")
-    fifo = [r for r in rows if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-fifo"]
-    window = [d["buffer_oldest_share"] >= WINDOW_LIKE for d in found.values()
-              if d.get("policy") == "norm" and d.get("decay") == 0.7]
-    if not fifo or any(r["verdict"] not in FINAL for r in fifo) or not window:
-        return md
-    if all(r["verdict"] == "level" for r in fifo) and all(window):
-        nomem: dict[str, list[str]] = {}
-        for r in rows:
-            if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-nomem" and r["verdict"] in FINAL:
-                nomem.setdefault(r["verdict"], []).append(_title(r["task"]))
-        against = "; ".join(f"{w} on {_join(ts)}" for w, ts in nomem.items())
-        md.append("**So at the paper's settings the priority hardly selects:** the buffer is close to a window "
-                  "of the last C momenta, and a FIFO window does as well as the gradient-norm key. There, "
-                  "Adam+CM is a smoothed \"v from m\" rule: the momentum plus the mean of its recent values"
-                  + (f"; against v from m alone (no buffer) it is {against}" if against else "") + ".")
-    elif any(r["verdict"] == "ahead" for r in fifo):
-        md.append("**The priority matters where Adam+CM is ahead of the FIFO window**, although the buffer "
-                  "mostly evicts its oldest entry.")
+    answer = recency_answer(rows, found)
+    if answer:
+        md.append(answer)
     return md
 
 
@@ -361,5 +421,5 @@ def write_findings(verdicts: str | os.PathLike[str], readme: str | os.PathLike[s
 
 
 __all__ = ["COMMAND", "END", "START", "answer", "best_variant", "buffer_answer", "buffers", "docs_page",
-           "headline_table", "load", "lr_advice", "mechanism", "priority", "readme_section", "render",
-           "replace_section", "toy_lines", "write_findings"]
+           "dynamics_table", "headline_table", "load", "lr_advice", "mechanism", "priority", "readme_section",
+           "recency_answer", "render", "replace_section", "toy_lines", "window_like", "write_findings"]

@@ -107,7 +107,7 @@ class GPTLanguageModelTask(PerplexityTask):
     def batch_weight(self, batch: tuple[Tensor, Tensor]) -> int:
         return batch[1].numel()
 
-    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
+    def _nll_sums(self, model: nn.Module, stream: Tensor, shard: tuple[int, int] | None) -> tuple[float, int]:
         # Consecutive blocks of ``context`` predicted tokens, the last one shorter.
         t = self.context
         starts = torch.arange(0, max(len(stream) - 1, 0), t)

@@ -41,17 +41,17 @@ class PerplexityTask(Task):
     val: Tensor | np.ndarray
     test: Tensor | np.ndarray | None
 
-    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
+    def _nll_sums(self, model: nn.Module, stream: Tensor, shard: tuple[int, int] | None) -> tuple[float, int]:
         """(summed next-token NLL, token count) of this rank's share of ``stream``, in eval mode."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def perplexity(self, model: nn.Module, stream: Any) -> tuple[float, float]:
-        """(mean next-token NLL, perplexity) of ``stream`` in eval mode."""
+    def perplexity(self, model: nn.Module, stream: Tensor | np.ndarray) -> tuple[float, float]:
+        """(mean next-token NLL, perplexity) of ``stream`` (token ids) in eval mode."""
         was_training = model.training
         model.eval()
         shard = eval_shard()
-        total, count = self._nll_sums(model, stream, shard)
+        total, count = self._nll_sums(model, torch.as_tensor(stream, dtype=torch.long), shard)
         model.train(was_training)
         if shard is not None:
             total, count = _all_reduce_sums(total, count)
@@ -126,7 +126,7 @@ class LanguageModelTask(PerplexityTask):
     def batch_weight(self, batch: dict[str, Any]) -> int:
         return batch["y"].numel()
 
-    def _nll_sums(self, model: nn.Module, stream: Any, shard: tuple[int, int] | None) -> tuple[float, int]:
+    def _nll_sums(self, model: nn.Module, stream: Tensor, shard: tuple[int, int] | None) -> tuple[float, int]:
         data = batchify(stream, self.eval_batch_size)
         if shard is not None:
             data = data.tensor_split(shard[1], dim=1)[shard[0]]
