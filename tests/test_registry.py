@@ -51,3 +51,13 @@ def test_metadata_matches_what_the_entry_builds(name):
     build_optimizer(name, [torch.zeros(2, requires_grad=True)], dict(entry.fixed))  # fixed values are valid
     if entry.memory and base.param_groups[0]["memory"]:  # a buffer in use: its size and decay are searched
         assert {"buffer_size", "decay"} <= set(entry.searched)
+
+
+def test_memory_mode_says_what_each_buffer_keeps():
+    from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA, NONE
+    from memoptim.registry import memory_mode
+
+    expected = {"adam": NONE, "adam+sam": NONE, "adam+cg": CRITICAL_GRADIENTS, "lion+cg": CRITICAL_GRADIENTS,
+                "adam+cm": CRITICAL_MOMENTA, "adam+sam+cm": CRITICAL_MOMENTA,
+                "sgd+cm-authors": CRITICAL_MOMENTA, "no-such-optimizer": NONE}
+    assert {name: memory_mode(name) for name in expected} == expected
