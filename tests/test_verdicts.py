@@ -66,10 +66,12 @@ def test_verdict_rows_use_the_tasks_baseline_and_registry_contrasts():
                                "lion+cm": 204.0})
     rows = V.verdict_rows(runs)
     pairs = {(r["optimizer"], r["baseline"]): r for r in rows}
-    assert set(pairs) == {("adam+cm", "adamw"), ("adam+sam+cm", "adamw"), ("lion+cm", "lion")}
+    assert set(pairs) == {("adam+cm", "adamw"), ("adam+sam+cm", "adamw"), ("lion+cm", "lion"),
+                          ("lion", "adamw"), ("lion+cm", "adamw")}  # Lion against the transformer's baseline
     assert pairs[("adam+cm", "adamw")]["verdict"] == "behind"
     assert pairs[("adam+cm", "adamw")]["metric"] == "val_perplexity"
     assert pairs[("lion+cm", "lion")]["contrast"] == "critical momenta on top of Lion"
+    assert pairs[("lion", "adamw")]["contrast"] == "Lion against AdamW"
 
 
 def test_summary_tables_open_with_every_task_and_print_lrs_compactly():

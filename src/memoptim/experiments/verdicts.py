@@ -51,6 +51,8 @@ EXTRA_CONTRASTS: tuple[tuple[str, str, str], ...] = (
     ("adam+cm-vg", "adam", "the buffer alone (v from g, as Adam)"),
     ("adam+cm-nomem", "adam", "v from m alone (no buffer)"),
     ("adam+cm", "adamomentum", "Adam+CM against AdaMomentum"),
+    ("lion", "adamw", "Lion against AdamW"),
+    ("lion+cm", "adamw", "Lion+CM against AdamW"),
 )
 FAMILY_TEXT = "against the family baseline"
 
