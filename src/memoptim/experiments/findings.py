@@ -92,9 +92,12 @@ def headline_table(rows: Sequence[Row]) -> list[str]:
             continue
         best = best_variant(rows, task)
         metric = metric_title(ref.get("metric", "value"), ref.get("mode", "max"))
+        # a baseline still being tuned says so: its mean is not a tuned 5-seed result yet
+        n = ref.get("baseline_seeds", 0)
+        seeds = "" if n >= 5 else f", {n} seed{'' if n == 1 else 's'} so far"
         md.append(
             f"| {_title(task)} ({metric}) | {_name(base)} {ref['baseline_mean']:.2f} "
-            f"({format_lr(ref['baseline_best_lr'])}) | {_diff(cm) if cm else '*not run*'} | "
+            f"({format_lr(ref['baseline_best_lr'])}{seeds}) | {_diff(cm) if cm else '*not run*'} | "
             + (f"{_name(best['optimizer'])}: {_diff(best)}" if best else "*none yet*")
             + f" | {_paper_cell(task)} |"
         )  # fmt: skip
