@@ -144,6 +144,9 @@ def test_buffer_dynamics_table_shows_tuned_configurations_only():
     assert "Fashion-MNIST" not in text  # a configuration without a final verdict is not shown
     assert "Adam+CM's own tuned runs on Brown LM predate this diagnostic" in text
     assert "Key decay 0.99 against the paper's 0.7, each tuned: Brown LM +0.50 [+0.30, +0.70] **level**" in text
+    assert "Letting the key decide more (fewer replacements, older entries) changed nothing detectable." in text
+    worse = [{**r, "verdict": "behind"} if r["optimizer"] == "adam+cm-decay0.99" else r for r in rows]
+    assert "older entries) made Adam+CM worse." in "".join(F.buffer_answer(worse))
     assert "FIFO" not in text.split("|")[-1]  # no FIFO contrast yet: no answer on recency
     partial = _row("brown-lm", "adam+cm-random", "adam", 1.0, "behind", mode="min")
     partial["buffer"] = {"policy": "random", "decay": 0.7, "buffer_oldest_share": 0.2}  # keys missing

@@ -211,6 +211,10 @@ def window_like(d: Mapping[str, Any]) -> bool:
             and abs(d["buffer_mean_age"] - d["buffer_fifo_age"]) <= WINDOW_AGE)
 
 
+def _single(words: set[str]) -> str | None:
+    return next(iter(words)) if len(words) == 1 else None
+
+
 def _span(values: Sequence[float], fmt: str) -> str:
     lo, hi = min(values), max(values)
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
@@ -309,8 +313,11 @@ def buffer_answer(rows: Sequence[Row]) -> list[str]:
     slow = [r for r in rows if r["optimizer"] == "adam+cm-decay0.99" and r["baseline"] == "adam+cm"
             and r["verdict"] in FINAL]
     if slow:
+        effect = {"behind": " made Adam+CM worse", "ahead": " made Adam+CM better",
+                  "level": " changed nothing detectable"}.get(_single({r["verdict"] for r in slow}), "")
+        said = f" Letting the key decide more (fewer replacements, older entries){effect}." if effect else ""
         md.append("Key decay 0.99 against the paper's 0.7, each tuned: "
-                  + "; ".join(f"{_title(r['task'])} {_diff(r)}" for r in slow) + ".")
+                  + "; ".join(f"{_title(r['task'])} {_diff(r)}" for r in slow) + "." + said)
     answer = recency_answer(rows, found)
     if answer:
         md.append(answer)
