@@ -88,3 +88,13 @@ def test_summary_tables_open_with_every_task_and_print_lrs_compactly():
     assert "Adam+CM - Adam+CM, random replacement: the gradient-norm key" in md
     assert "0.003" not in md
     json.dumps(rows)  # JSON-safe
+
+
+def test_summary_table_has_one_row_per_optimizer_whatever_each_task_s_baseline():
+    runs = (_runs("brown-lm", {"adam": 180.0, "adam+cm": 185.0, "adam+cm-nomem": 178.0})
+            + _runs("gpt-brown", {"adamw": 200.0, "adam+cm": 210.0, "adam+cm-nomem": 199.0}))
+    md = V.summary_tables(V.verdict_rows(runs))
+    for label in ("Adam+CM", "Adam+CM, no buffer"):
+        (line,) = [m for m in md if m.startswith(f"| {label} |")]
+        assert line.count("**") == 4, line  # a verdict under each task: against Adam, against AdamW
+    assert "| **tuned baseline** | Adam 180.20 (lr 3e-3, 5 seeds) | AdamW 200.20 (lr 3e-3, 5 seeds) |" in md

@@ -279,24 +279,28 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     for t in tasks:
         fam = [r for r in rows if r["task"] == t and r["contrast"] == FAMILY_TEXT]
         r = fam[0] if fam else first[t]
+        n = r["baseline_seeds"]
         base_cells.append(f"{_name(r['baseline'])} {_num(r['baseline_mean'])} "
-                          f"(lr {_lr(r['baseline_best_lr'])}, {r['baseline_seeds']} seeds)")
+                          f"(lr {_lr(r['baseline_best_lr'])}, {n} seed{'' if n == 1 else 's'})")
     md = ["Each cell: optimizer - baseline, each at its own tuned lr, with Welch's 95% CI and the verdict "
           "(details and the tuning grids per task below).", "", *head,
           "| **tuned baseline** | " + " | ".join(base_cells) + " |"]
-    by_pair: dict[tuple[str, str, str], dict[str, Mapping[str, Any]]] = {}
+    # One row per optimizer against its task's baseline (Adam on one task, AdamW on another), then
+    # one per other contrast.
+    versus_base: dict[str, dict[str, Mapping[str, Any]]] = {}
+    others: dict[tuple[str, str, str], dict[str, Mapping[str, Any]]] = {}
     for r in rows:
-        by_pair.setdefault((r["optimizer"], r["baseline"], r["contrast"]), {})[r["task"]] = r
-    versus_base = [k for k in by_pair if all(r["baseline"] == baseline_of(r["optimizer"], r["task"])
-                                             for r in by_pair[k].values())]
-    for key in sorted(versus_base, key=lambda k: _order(k[0])):
-        cells = [verdict_cell(by_pair[key][t]) if t in by_pair[key] else "" for t in tasks]
-        md.append(f"| {_name(key[0])} | " + " | ".join(cells) + " |")
-    others = [k for k in by_pair if k not in versus_base]
+        if r["baseline"] == baseline_of(r["optimizer"], r["task"]):
+            versus_base.setdefault(r["optimizer"], {})[r["task"]] = r
+        else:
+            others.setdefault((r["optimizer"], r["baseline"], r["contrast"]), {})[r["task"]] = r
+    for opt in sorted(versus_base, key=_order):
+        cells = [verdict_cell(versus_base[opt][t]) if t in versus_base[opt] else "" for t in tasks]
+        md.append(f"| {_name(opt)} | " + " | ".join(cells) + " |")
     if others:
         md += ["", "Mechanism contrasts (first named - second named):", "", *head]
-        for key in others:
-            cells = [verdict_cell(by_pair[key][t]) if t in by_pair[key] else "" for t in tasks]
+        for key, by_task in others.items():
+            cells = [verdict_cell(by_task[t]) if t in by_task else "" for t in tasks]
             md.append(f"| {_name(key[0])} - {_name(key[1])}: {key[2]} | " + " | ".join(cells) + " |")
     return [*md, ""]
 
