@@ -324,18 +324,23 @@ def buffer_answer(rows: Sequence[Row]) -> list[str]:
     return md
 
 
+def _policy(ablation: str) -> str:
+    """``"random replacement"`` for ``adam+cm-random``: the buffer policy an ablation swaps in."""
+    return _name(ablation).removeprefix("Adam+CM, ")
+
+
 def priority(rows: Sequence[Row]) -> str:
     """The answer on gradient-norm priority against recency and chance, from those contrasts."""
     head = "**Does the gradient-norm priority matter?**"
     found = [r for r in rows if r["optimizer"] == "adam+cm"
              and r["baseline"] in ("adam+cm-random", "adam+cm-fifo") and r["verdict"] in FINAL]
     measured = {r["baseline"] for r in found}
-    gaps = [f"against {_name(b)} not measured yet" for b in ("adam+cm-random", "adam+cm-fifo")
+    gaps = [f"against {_policy(b)} not measured yet" for b in ("adam+cm-random", "adam+cm-fifo")
             if b not in measured]
     gap = f" ({'; '.join(gaps)})" if gaps else ""
     if not found:
         return f"{head} Not answered yet: no contrast against random or FIFO replacement has a final verdict."
-    where = "; ".join(f"against {_name(r['baseline'])} on {_title(r['task'])}: {_diff(r)}" for r in found)
+    where = "; ".join(f"Adam+CM − {_policy(r['baseline'])} on {_title(r['task'])}: {_diff(r)}" for r in found)
     words = {r["verdict"] for r in found}
     if words == {"level"}:
         return (f"{head} No difference detected so far: {where}{gap}. A level verdict means the interval "
