@@ -22,7 +22,7 @@ from memoptim.registry import LABELS, REGISTRY
 TASK_TITLES: dict[str, str] = {
     "fashion-mnist": "Fashion-MNIST",
     "brown-lm": "Brown LM",
-    "gpt-brown": "GPT on Brown (transformer)",
+    "gpt-brown": "GPT on Brown",  # a transformer (the task notes say so)
     "split-fashion-mnist": "Split Fashion-MNIST",
     "permuted-fashion-mnist": "Permuted Fashion-MNIST",
 }
@@ -210,8 +210,8 @@ def plot_lr_curves(tunings: Mapping[tuple[str, str], Tuning], task: str, metric:
     ax.set_ylabel(metric.replace("_", " "))
     if "perplexity" in metric:
         ax.set_yscale("log")
-    ax.set_title(f"{task}: learning-rate sensitivity (line: tuning seed; dots: all seeds at the best lr)",
-                 fontsize=8)
+    ax.set_title(f"{TASK_TITLES.get(task, task)}: learning-rate sensitivity "
+                 "(line: tuning seed; dots: all seeds at the best lr)", fontsize=8)
     legend_outside(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -244,7 +244,7 @@ def plot_intervals(rows: Sequence[Mapping[str, Any]], task: str, metric: str, pa
                         for r in reversed(shown)], fontsize=7)
     better = "higher" if "accuracy" in metric else "lower"
     ax.set_xlabel(f"difference in {metric.replace('_', ' ')} ({better} is better), 95% CI", fontsize=8)
-    ax.set_title(f"{task}: every comparison at each optimizer's own best lr", fontsize=8)
+    ax.set_title(f"{TASK_TITLES.get(task, task)}: every comparison at each optimizer's own best lr", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
