@@ -10,6 +10,7 @@ the tests, which parametrise over it.  Adding an optimizer is one :data:`REGISTR
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,7 @@ def create_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -
     return OPTIMIZERS[key](params, **hyperparameters)
 
 
+@functools.cache
 def memory_mode(name: str) -> str:
     """What the buffer of registry optimizer ``name`` keeps: :data:`memoptim.optim.memory.NONE`,
     ``CRITICAL_GRADIENTS`` or ``CRITICAL_MOMENTA``, read from an instance (a SAM optimizer's

@@ -62,10 +62,10 @@ def attach_dynamics(rows: Sequence[dict[str, Any]], best: Mapping[str, Mapping[s
     """Give each verdict row the buffer dynamics (:func:`group_dynamics`) of its optimizer's and
     its baseline's best configurations, as ``buffer`` and ``baseline_buffer`` (``None`` where not
     recorded): ``verdicts.json`` then carries what the findings say of the buffer."""
+    dynamics = {(task, opt): group_dynamics(g) for task, groups in best.items() for opt, g in groups.items()}
     for row in rows:
-        for field, opt in (("buffer", row["optimizer"]), ("baseline_buffer", row["baseline"])):
-            group = best.get(row["task"], {}).get(opt)
-            row[field] = None if group is None else group_dynamics(group)
+        row["buffer"] = dynamics.get((row["task"], row["optimizer"]))
+        row["baseline_buffer"] = dynamics.get((row["task"], row["baseline"]))
 
 
 def dynamics_rows(best: Mapping[str, Mapping[str, _Group]]) -> list[list[str]]:

@@ -22,7 +22,14 @@ from typing import Any
 
 from memoptim.experiments import paper
 from memoptim.experiments.protocol import format_lr
-from memoptim.experiments.verdicts import CONTRASTS, TASK_TITLES, baseline_of, metric_title, verdict_cell
+from memoptim.experiments.verdicts import (
+    CONTRASTS,
+    TASK_TITLES,
+    baseline_of,
+    metric_title,
+    seeds_text,
+    verdict_cell,
+)
 from memoptim.optim.memory import CRITICAL_GRADIENTS, CRITICAL_MOMENTA
 from memoptim.registry import LABELS, memory_mode
 
@@ -94,7 +101,7 @@ def headline_table(rows: Sequence[Row]) -> list[str]:
         metric = metric_title(ref.get("metric", "value"), ref.get("mode", "max"))
         # a baseline still being tuned says so: its mean is not a tuned 5-seed result yet
         n = ref.get("baseline_seeds", 0)
-        seeds = "" if n >= 5 else f", {n} seed{'' if n == 1 else 's'} so far"
+        seeds = "" if n >= 5 else f", {seeds_text(n)} so far"
         md.append(
             f"| {_title(task)} ({metric}) | {_name(base)} {ref['baseline_mean']:.2f} "
             f"({format_lr(ref['baseline_best_lr'])}{seeds}) | {_diff(cm) if cm else '*not run*'} | "
@@ -104,11 +111,12 @@ def headline_table(rows: Sequence[Row]) -> list[str]:
     return md
 
 
-def _by_word(rows: Sequence[Row], optimizer: str) -> dict[str, list[str]]:
-    """verdict word -> the tasks where ``optimizer`` got it against the task's baseline."""
+def _by_word(rows: Sequence[Row], optimizer: str, baseline: str | None = None) -> dict[str, list[str]]:
+    """verdict word -> the tasks where ``optimizer`` got it against ``baseline`` (default: the
+    task's baseline)."""
     out: dict[str, list[str]] = {}
     for task in _tasks(rows):
-        r = _find(rows, task, optimizer, baseline_of(optimizer, task))
+        r = _find(rows, task, optimizer, baseline or baseline_of(optimizer, task))
         if r is not None:
             out.setdefault(r["verdict"], []).append(_title(task))
     return out
@@ -263,19 +271,16 @@ def recency_answer(rows: Sequence[Row], found: Found) -> str | None:
             and r["verdict"] in FINAL}
     if not fifo:
         return None
-    window = {t: bool(_paper_buffers(found, t)) and all(map(window_like, _paper_buffers(found, t).values()))
-              for t in fifo}
+    paper = {t: _paper_buffers(found, t) for t in fifo}
+    window = {t: bool(ds) and all(map(window_like, ds.values())) for t, ds in paper.items()}
     by_word: dict[str, list[str]] = {}
     for t, r in sorted(fifo.items()):
         by_word.setdefault(r["verdict"], []).append(t)
     names = {w: _join([_title(t) for t in ts]) for w, ts in by_word.items()}
     if set(by_word) == {"level"} and all(window.values()):
-        measured = sorted({_name(o) for t in fifo for o in _paper_buffers(found, t)})
-        nomem = {}
-        for r in rows:
-            if r["optimizer"] == "adam+cm" and r["baseline"] == "adam+cm-nomem" and r["verdict"] in FINAL:
-                nomem.setdefault(r["verdict"], []).append(_title(r["task"]))
-        against = "; ".join(f"{w} on {_join(ts)}" for w, ts in nomem.items())
+        measured = sorted({_name(o) for ds in paper.values() for o in ds})
+        nomem = _by_word(rows, "adam+cm", "adam+cm-nomem")
+        against = "; ".join(f"{w} on {_join(ts)}" for w, ts in nomem.items() if w in FINAL)
         return ("**So at the paper's settings the priority hardly selects.** "
                 f"On {names['level']} a FIFO window does as well as the gradient-norm key, and the momentum "
                 "buffers measured there at λ = 0.7 "

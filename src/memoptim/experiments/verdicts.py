@@ -265,6 +265,11 @@ def verdict_cell(row: Mapping[str, Any]) -> str:
     return f"{row['diff']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] **{row['verdict']}**{seeds}"
 
 
+def seeds_text(n: int) -> str:
+    """``"1 seed"``, ``"5 seeds"``."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown: the summary across tasks -- each optimizer against its task's tuned baseline,
     then every mechanism contrast -- one column per task."""
@@ -279,9 +284,8 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     for t in tasks:
         fam = [r for r in rows if r["task"] == t and r["contrast"] == FAMILY_TEXT]
         r = fam[0] if fam else first[t]
-        n = r["baseline_seeds"]
         base_cells.append(f"{_name(r['baseline'])} {_num(r['baseline_mean'])} "
-                          f"(lr {_lr(r['baseline_best_lr'])}, {n} seed{'' if n == 1 else 's'})")
+                          f"(lr {_lr(r['baseline_best_lr'])}, {seeds_text(r['baseline_seeds'])})")
     md = ["Each cell: optimizer - baseline, each at its own tuned lr, with Welch's 95% CI and the verdict "
           "(details and the tuning grids per task below).", "", *head,
           "| **tuned baseline** | " + " | ".join(base_cells) + " |"]
